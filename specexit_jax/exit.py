@@ -1,0 +1,131 @@
+"""The speculative-exit policy: settings and the pure per-round functions the decode loop uses.
+
+Each round, the signals of the newly accepted positions (from the draft's `fc` rows, so they cost
+nothing extra) are averaged and smoothed per row. When a step-split token is among the newly
+accepted tokens and every active smoothed signal passes its threshold, the round is cut right after
+the first such token and `</think>` (after an optional closing text) is forced next.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from specexit_jax.draft import SIGNALS
+
+SMOOTHING = ("ewma", "window")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExitConfig:
+    """How and when thinking may end early, and the thinking budgets.
+
+    Token ids (`think_end_id`, `step_split_ids`, ...) come from the tokenizer (see
+    `specexit_jax.tokenizer`) or, for tokenizer-less checkpoints, from the command line.
+    Thresholds, smoothing rate and budgets are traced: changing them does not recompile.
+    """
+
+    signals: tuple[str, ...] = SIGNALS
+    confidence: float = 0.8  # exit needs smoothed confidence > this
+    progress: float = 0.3  # ... and progress > this
+    remain: float = 200.0  # ... and predicted remaining thinking tokens < this
+    smoothing: str = "ewma"
+    ewma: float = 0.1
+    window: int = 8  # positions averaged with smoothing="window"
+    think_start_id: int | None = None
+    think_end_id: int | None = None
+    step_split_ids: tuple[int, ...] = ()
+    min_think_tokens: int = 0
+    max_think_tokens: int | None = None
+    continue_below_min: bool = False  # replace a natural `</think>` before the minimum
+    continue_id: int | None = None  # ... by this token (default: the first step-split id)
+    closing_ids: tuple[int, ...] = ()  # inserted before a forced `</think>`
+    record_signals: bool = False
+
+    def __post_init__(self):
+        bad = set(self.signals) - set(SIGNALS)
+        if bad:
+            raise ValueError(f"unknown exit signal(s) {sorted(bad)}; choose from {SIGNALS}")
+        if self.smoothing not in SMOOTHING:
+            raise ValueError(f"smoothing must be one of {SMOOTHING}, got {self.smoothing!r}")
+        if not 0.0 < self.ewma <= 1.0:
+            raise ValueError(f"ewma must be in (0, 1], got {self.ewma}")
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1, got {self.window}")
+        if self.min_think_tokens < 0:
+            raise ValueError(f"min_think_tokens must be >= 0, got {self.min_think_tokens}")
+        if self.max_think_tokens is not None and self.max_think_tokens <= len(self.closing_ids):
+            raise ValueError(
+                f"max_think_tokens={self.max_think_tokens} leaves no room for "
+                f"{len(self.closing_ids)} closing tokens"
+            )
+
+    @property
+    def forced_ids(self) -> tuple[int, ...]:
+        """What is forced when thinking is cut: the closing text, then `</think>`."""
+        return tuple(self.closing_ids) + (self.think_end_id,)
+
+    def traced(self) -> "ExitParams":
+        return ExitParams(
+            thresholds=jnp.asarray([self.confidence, self.progress, self.remain], jnp.float32),
+            active=jnp.asarray([s in self.signals for s in SIGNALS]),
+            ewma=jnp.float32(self.ewma),
+            min_think=jnp.int32(self.min_think_tokens),
+            max_think=jnp.int32(
+                2**30 if self.max_think_tokens is None else self.max_think_tokens
+            ),
+        )
+
+
+@struct.dataclass
+class ExitParams:
+    """The traced part of `ExitConfig`."""
+
+    thresholds: jax.Array  # [3] confidence, progress, remain
+    active: jax.Array  # [3] bool
+    ewma: jax.Array
+    min_think: jax.Array
+    max_think: jax.Array
+
+
+def masked_mean(x: jax.Array, valid: jax.Array) -> jax.Array:
+    """Mean of `x [B,T,C]` over the positions where `valid [B,T]`; zero for rows with none."""
+    n = jnp.sum(valid, axis=1, keepdims=True)
+    return jnp.sum(jnp.where(valid[..., None], x, 0.0), axis=1) / jnp.maximum(n, 1)
+
+
+def ewma_update(s: jax.Array, started: jax.Array, x: jax.Array, alpha, update: jax.Array):
+    """`s <- alpha*x + (1-alpha)*s`, started at the first value, for rows where `update [B]`."""
+    new = jnp.where(started[:, None], alpha * x + (1.0 - alpha) * s, x)
+    return jnp.where(update[:, None], new, s), started | update
+
+
+def window_update(buf: jax.Array, count: jax.Array, x: jax.Array, n: jax.Array):
+    """Push the first `n[b]` rows of `x [B,T,C]` into a window `buf [B,W,C]` holding `count[b]`.
+
+    Returns the new window, its count and its mean: the last `W` signals seen, oldest first.
+    """
+    W = buf.shape[1]
+    both = jnp.concatenate([buf, x], axis=1)
+    idx = n[:, None] + jnp.arange(W)  # the last W of buf ++ x[:n]
+    buf = jnp.take_along_axis(both, idx[..., None], axis=1)
+    count = jnp.minimum(count + n, W)
+    valid = jnp.arange(W)[None, :] >= W - count[:, None]
+    return buf, count, masked_mean(buf, valid)
+
+
+def signals_pass(s: jax.Array, p: ExitParams) -> jax.Array:
+    """Every active smoothed signal `s [B,3]` passes: conf > c, progress > p, remain < r."""
+    t = p.thresholds
+    ok = jnp.stack([s[:, 0] > t[0], s[:, 1] > t[1], s[:, 2] < t[2]], axis=-1)
+    return jnp.all(ok | ~p.active, axis=-1)
+
+
+def first_match(tokens: jax.Array, ids: jax.Array, valid: jax.Array) -> jax.Array:
+    """Index of the first valid token of `tokens [B,T]` that is in `ids [M]` (T when none)."""
+    hit = jnp.any(tokens[..., None] == ids, axis=-1) & valid
+    T = tokens.shape[1]
+    return jnp.min(jnp.where(hit, jnp.arange(T), T), axis=1)

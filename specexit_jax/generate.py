@@ -1,0 +1,607 @@
+"""Generation: batched prefill, then one jitted `lax.while_loop` of speculative rounds.
+
+Every mode is the same round with different static settings:
+
+    ar        K = 0: the "verify" pass is a plain decode step
+    spec      K drafts from the EAGLE-3 draft, verified in one target pass (lossless)
+    specexit  spec + the exit policy on the draft's signals + thinking budgets
+    budget    ar or spec + exact thinking budgets only
+
+One round, per row (`L` = cache length, `last` = newest token, not yet in the cache):
+
+    draft   d_1 from the previous round's draft output, d_2..d_K by `lax.scan` over the draft
+    verify  target over [last, d_1..d_K] at positions L..L+K -> n accepted, next token
+    commit  emitted e_0..e_{c-1} (accepted drafts, then next), cut by EOS, max_new_tokens,
+            the thinking budget or a signal exit (then `</think>` is forced next round)
+    catch   the draft re-runs over the accepted target features, so its cache matches the
+            accepted text; its output at the last accepted position gives the next d_1
+
+Rollback is by length only: the caches keep stale slots past `L + c` and overwrite them later.
+Attention reads a static window of the cache that covers every row: the loop is a chain of
+`while_loop`s over growing windows, so short sequences do not pay for the whole cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from specexit_jax import draft as D
+from specexit_jax import model as M
+from specexit_jax.cache import KVCache
+from specexit_jax.config import ModelConfig
+from specexit_jax.exit import (
+    ExitConfig,
+    ExitParams,
+    ewma_update,
+    first_match,
+    masked_mean,
+    signals_pass,
+    window_update,
+)
+from specexit_jax.sampling import SamplingParams, probs, sample, verify
+
+MODES = ("ar", "spec", "specexit", "budget")
+REASONS = ("none", "natural", "signal", "budget")
+_NONE, _NATURAL, _SIGNAL, _BUDGET = range(4)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Static settings of one compiled generation program."""
+
+    cfg: ModelConfig
+    dcfg: D.DraftConfig | None
+    K: int  # drafts per round (0: plain decoding)
+    S: int  # cache slots
+    O: int  # output buffer length (>= max_new_tokens + K + 1)
+    windows: tuple[int, ...]  # attention windows, growing, the last is S
+    sampling: bool
+    exit_signals: bool  # signal exit on (specexit)
+    limits: bool  # thinking budgets on
+    continue_below_min: bool
+    smoothing: str
+    smooth_window: int
+    record: bool  # keep per-token signals
+
+
+@struct.dataclass
+class Knobs:
+    """Traced settings: changing them does not recompile."""
+
+    sp: SamplingParams
+    ex: ExitParams
+    max_new: jax.Array
+    eos_ids: jax.Array  # [E]
+    split_ids: jax.Array  # [M]
+    think_end: jax.Array  # -1 when unknown
+    forced_ids: jax.Array  # [F] closing text + </think>
+    continue_id: jax.Array
+
+
+@struct.dataclass
+class DecodeState:
+    """What flows through the loop. Per-row arrays are `[B]` unless noted."""
+
+    tokens: jax.Array  # [B,O] generated tokens
+    n_out: jax.Array
+    length: jax.Array  # cache length (target and draft)
+    last: jax.Array  # newest token, not yet in the caches
+    done: jax.Array
+    tcache: KVCache
+    dcache: KVCache | None
+    draft_h: jax.Array | None  # [B,Hd] draft output at position length-1
+    draft_logits: jax.Array | None  # [B,Vd] its logits: next round's d_1
+    key: jax.Array
+    forced: jax.Array  # [B,F] tokens still to force
+    n_forced: jax.Array
+    in_think: jax.Array
+    think_count: jax.Array
+    smooth: jax.Array  # [B,3] smoothed signals
+    smooth_started: jax.Array
+    win_buf: jax.Array  # [B,W,3] windowed-mean buffer
+    win_count: jax.Array
+    exit_pos: jax.Array  # output index of the natural or forced `</think>` (closing text first)
+    exit_reason: jax.Array
+    exit_signals: jax.Array  # [B,3] smoothed signals when the exit fired
+    rounds: jax.Array
+    accepted: jax.Array  # [B,K] accepted drafts per position (forced ones excluded)
+    proposed: jax.Array  # [B,K]
+    trace: jax.Array  # [B,O,6] raw and smoothed signals per token (O = 0 when not recorded)
+
+
+def _row_write(buf: jax.Array, x: jax.Array, start: jax.Array) -> jax.Array:
+    """Write `x [B,T,...]` into `buf [B,O,...]` at `start[b]` (callers keep it in bounds)."""
+    return jax.vmap(lambda b, v, s: jax.lax.dynamic_update_slice_in_dim(b, v, s, axis=0))(
+        buf, x.astype(buf.dtype), start
+    )
+
+
+def _at(x: jax.Array, i: jax.Array) -> jax.Array:
+    """`x[b, i[b]]` for `x [B,T,...]`."""
+    return jnp.take_along_axis(x, i.reshape(-1, *([1] * (x.ndim - 1))), axis=1)[:, 0]
+
+
+def _pick_draft(dp, plan: Plan, knobs: Knobs, st: DecodeState, logits, key, i):
+    """Choose draft token `i` (0-based) from draft logits `[B,Vd]`; forced tokens override it."""
+    if plan.sampling:
+        q = probs(logits, knobs.sp)
+        tok = D.to_target_ids(dp, sample(key, q))
+        q = D.to_target_probs(dp, plan.dcfg, q)
+    else:
+        tok, q = D.to_target_ids(dp, jnp.argmax(logits, axis=-1).astype(jnp.int32)), None
+    forced = i < st.n_forced
+    return jnp.where(forced, st.forced[:, jnp.minimum(i, st.forced.shape[1] - 1)], tok), q
+
+
+def _draft_chain(tp, dp, plan: Plan, knobs: Knobs, st: DecodeState, key, window):
+    """Propose `K` tokens: d_1 from the carried logits, then `K-1` chained draft steps."""
+    keys = jax.random.split(key, plan.K)
+    d1, q1 = _pick_draft(dp, plan, knobs, st, st.draft_logits, keys[0], 0)
+
+    def body(carry, i):
+        h, tok, cache = carry
+        pos = (st.length + i - 1)[:, None]
+        h, cache = D.step(dp, plan.dcfg, tp["embed"], tok[:, None], h[:, None], pos, cache, window=window)
+        h = h[:, 0]
+        nxt, q = _pick_draft(dp, plan, knobs, st, D.logits(dp, plan.dcfg, h), keys[i], i)
+        return (h, nxt, cache), (nxt, q)
+
+    (_, _, dcache), (toks, qs) = jax.lax.scan(
+        body, (st.draft_h, d1, st.dcache), jnp.arange(1, plan.K)
+    )
+    ids = jnp.concatenate([d1[:, None], toks.T], axis=1)
+    qs = None if q1 is None else jnp.concatenate([q1[:, None], jnp.moveaxis(qs, 0, 1)], axis=1)
+    return ids, qs, dcache
+
+
+def _commit(plan: Plan, knobs: Knobs, st: DecodeState, e, c, sig, accept_n):
+    """Apply one round's outcome: cuts, thinking policy, output and bookkeeping.
+
+    `e [B,K+1]` emitted tokens, of which the first `c [B]` stand; `sig [B,K+1,3]` the signals
+    of the features that produced them (or None); `accept_n [B]` accepted drafts (for stats).
+    Returns the new state (caches untouched) and the final `c`.
+    """
+    B, K1 = e.shape
+    idx = jnp.arange(K1)[None, :]
+    active = ~st.done
+    forcing = st.n_forced > 0
+
+    # Forced tokens (closing text, </think>) take the first places; pop what this round used.
+    fpad = jnp.pad(st.forced, ((0, 0), (0, max(0, K1 - st.forced.shape[1]))), constant_values=-1)
+    e = jnp.where(idx < st.n_forced[:, None], fpad[:, :K1], e)
+
+    # End of sequence and the token budget.
+    eos_at = first_match(e, knobs.eos_ids, idx < c[:, None])
+    c = jnp.where(eos_at < c, eos_at + 1, c)
+    c = jnp.minimum(c, knobs.max_new - st.n_out)
+
+    # Thinking: natural end, budgets, signal exit.
+    think_at = first_match(e, knobs.think_end[None], idx < c[:, None])
+    natural = st.in_think & ~forcing & (think_at < c)
+    monitor = st.in_think & ~forcing
+    n_think = jnp.minimum(think_at, c)  # thinking tokens in this round
+    cut = c
+    reason = jnp.full((B,), _NONE)
+    smooth, started, win_buf, win_count = st.smooth, st.smooth_started, st.win_buf, st.win_count
+    if plan.limits:
+        F = knobs.forced_ids.shape[0]
+        allowed = knobs.ex.max_think - (F - 1) - st.think_count
+        over = monitor & (n_think >= allowed) & ~(natural & (think_at <= allowed))
+        cut = jnp.where(over, allowed, cut)
+        reason = jnp.where(over, _BUDGET, reason)
+    if plan.exit_signals:
+        valid = idx < c[:, None]
+        if plan.smoothing == "ewma":
+            smooth, started = ewma_update(
+                st.smooth, st.smooth_started, masked_mean(sig, valid), knobs.ex.ewma, monitor & active
+            )
+        else:
+            win_buf, win_count, mean = window_update(
+                st.win_buf, st.win_count, sig, jnp.where(monitor & active, c, 0)
+            )
+            smooth = jnp.where((win_count > 0)[:, None], mean, st.smooth)
+        lo = knobs.ex.min_think - st.think_count - 1
+        boundary = first_match(e, knobs.split_ids, (idx < n_think[:, None]) & (idx >= lo[:, None]))
+        fire = monitor & (boundary < n_think) & signals_pass(smooth, knobs.ex) & (boundary + 1 <= cut)
+        cut = jnp.where(fire, boundary + 1, cut)
+        reason = jnp.where(fire, _SIGNAL, reason)
+    forced_exit = reason != _NONE
+    c = jnp.where(forced_exit, cut, c)
+
+    if plan.limits and plan.continue_below_min:
+        early = natural & ~forced_exit & (st.think_count + think_at < knobs.ex.min_think)
+        e = jnp.where(early[:, None] & (idx == think_at[:, None]), knobs.continue_id, e)
+        c = jnp.where(early, think_at + 1, c)
+        natural = natural & ~early
+
+    # Thinking state after the kept tokens.
+    think_at = first_match(e, knobs.think_end[None], idx < c[:, None])
+    ended = st.in_think & (think_at < c)
+    think_count = st.think_count + jnp.where(st.in_think, jnp.minimum(think_at, c), 0)
+    natural = natural & ended
+    exit_pos = jnp.where(natural, st.n_out + think_at, st.exit_pos)
+    exit_pos = jnp.where(forced_exit, st.n_out + c, exit_pos)
+    exit_reason = jnp.where(natural, _NATURAL, jnp.where(forced_exit, reason, st.exit_reason))
+    exit_signals = jnp.where(forced_exit[:, None], smooth, st.exit_signals)
+
+    # Forced queue: pop what was used, or load the closing text + </think> on a cut.
+    popped = jnp.minimum(st.n_forced, c)
+    F = st.forced.shape[1]
+    shifted = jnp.take_along_axis(
+        jnp.pad(st.forced, ((0, 0), (0, F))), popped[:, None] + jnp.arange(F), axis=1
+    )
+    forced = jnp.where(forced_exit[:, None], knobs.forced_ids[None, :], shifted)
+    n_forced = jnp.where(forced_exit, F, st.n_forced - popped)
+
+    # Output, lengths and stats.
+    hit_eos = jnp.any((idx < c[:, None]) & jnp.any(e[..., None] == knobs.eos_ids, -1), axis=1)
+    n_out = st.n_out + c
+    length = st.length + c
+    done = hit_eos | (n_out >= knobs.max_new) | (length + K1 > plan.S)
+    tokens = _row_write(st.tokens, e, st.n_out)
+    trace = st.trace
+    if plan.record and sig is not None:
+        both = jnp.concatenate([sig, jnp.broadcast_to(smooth[:, None], sig.shape)], -1)
+        trace = _row_write(trace, both, st.n_out)
+    K = K1 - 1
+    is_draft = jnp.arange(K)[None, :] >= st.n_forced[:, None]
+    count = (active & (plan.K > 0))[:, None] & is_draft
+    new = st.replace(
+        tokens=tokens,
+        n_out=n_out,
+        length=length,
+        last=_at(e, c - 1),
+        done=done,
+        forced=forced,
+        n_forced=n_forced,
+        in_think=st.in_think & ~ended,
+        think_count=think_count,
+        smooth=smooth,
+        smooth_started=started,
+        win_buf=win_buf,
+        win_count=win_count,
+        exit_pos=exit_pos,
+        exit_reason=exit_reason,
+        exit_signals=exit_signals,
+        rounds=st.rounds + active,
+        accepted=st.accepted + (count & (jnp.arange(K)[None, :] < accept_n[:, None])),
+        proposed=st.proposed + count,
+        trace=trace,
+    )
+    # Finished rows keep everything as it was.
+    new = jax.tree.map(
+        lambda a, b: jnp.where(active.reshape(-1, *([1] * (a.ndim - 1))), a, b)
+        if a.ndim and a.shape[0] == B
+        else a,
+        new.replace(tcache=None, dcache=None, key=None, draft_h=None, draft_logits=None),
+        st.replace(tcache=None, dcache=None, key=None, draft_h=None, draft_logits=None),
+    )
+    return new.replace(
+        tcache=st.tcache, dcache=st.dcache, key=st.key, draft_h=st.draft_h, draft_logits=st.draft_logits
+    ), e, c
+
+
+def _catch_up(tp, dp, plan: Plan, st: DecodeState, hidden, tokens, positions, c, window):
+    """Run the draft over accepted (feature, token) pairs; keep its output at pair `c-1`."""
+    out, dcache = D.step(dp, plan.dcfg, tp["embed"], tokens, hidden, positions, st.dcache, window=window)
+    h = _at(out, c - 1)
+    return st.replace(dcache=dcache, draft_h=h, draft_logits=D.logits(dp, plan.dcfg, h))
+
+
+def _round(tp, dp, plan: Plan, knobs: Knobs, st: DecodeState, window: int) -> DecodeState:
+    """One speculative round (a plain decode step when K = 0)."""
+    K = plan.K
+    key, k_draft, k_verify = jax.random.split(st.key, 3)
+    if K:
+        d_ids, d_probs, dcache = _draft_chain(tp, dp, plan, knobs, st, k_draft, window)
+        st = st.replace(dcache=dcache)
+    else:
+        d_ids, d_probs = jnp.zeros((st.last.shape[0], 0), jnp.int32), None
+    inputs = jnp.concatenate([st.last[:, None], d_ids], axis=1)
+    positions = st.length[:, None] + jnp.arange(K + 1)
+    logits, aux, tcache = M.forward(tp, plan.cfg, inputs, positions, st.tcache, window=window)
+    forced = jnp.arange(K)[None, :] < st.n_forced[:, None]
+    n, nxt = verify(logits, d_ids, d_probs, knobs.sp, k_verify, forced, sampling=plan.sampling)
+    e = jnp.concatenate([d_ids, jnp.zeros_like(nxt)[:, None]], axis=1)
+    e = jnp.where(jnp.arange(K + 1)[None, :] == n[:, None], nxt[:, None], e)
+    hidden, sig = (None, None) if dp is None else D.project(dp, plan.dcfg, aux)
+    st, e, c = _commit(plan, knobs, st.replace(tcache=tcache, key=key), e, n + 1, sig, n)
+    if dp is not None:
+        st = _catch_up(tp, dp, plan, st, hidden, e, positions, jnp.maximum(c, 1), window)
+    return st
+
+
+def _init_state(plan: Plan, B: int, in_think, key) -> DecodeState:
+    cfg, dcfg = plan.cfg, plan.dcfg
+    zi = jnp.zeros((B,), jnp.int32)
+    has_draft = dcfg is not None
+    rec = plan.O if plan.record else 0
+    return DecodeState(
+        tokens=jnp.zeros((B, plan.O), jnp.int32),
+        n_out=zi,
+        length=zi,
+        last=zi,
+        done=jnp.zeros((B,), bool),
+        tcache=KVCache.init(cfg.num_layers, B, plan.S, cfg.num_kv_heads, cfg.head_dim, jnp.dtype(cfg.dtype)),
+        dcache=D.init_cache(dcfg, B, plan.S) if has_draft else None,
+        draft_h=jnp.zeros((B, dcfg.hidden_size), jnp.dtype(dcfg.dtype)) if has_draft else None,
+        draft_logits=jnp.zeros((B, dcfg.draft_vocab_size), jnp.float32) if has_draft else None,
+        key=key,
+        forced=jnp.full((B, 1), -1, jnp.int32),
+        n_forced=zi,
+        in_think=in_think,
+        think_count=zi,
+        smooth=jnp.zeros((B, 3), jnp.float32),
+        smooth_started=jnp.zeros((B,), bool),
+        win_buf=jnp.zeros((B, plan.smooth_window, 3), jnp.float32),
+        win_count=zi,
+        exit_pos=jnp.full((B,), -1, jnp.int32),
+        exit_reason=zi,
+        exit_signals=jnp.zeros((B, 3), jnp.float32),
+        rounds=zi,
+        accepted=jnp.zeros((B, plan.K), jnp.int32),
+        proposed=jnp.zeros((B, plan.K), jnp.int32),
+        trace=jnp.zeros((B, rec, 6), jnp.float32),
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def prefill(tp, dp, plan: Plan, knobs: Knobs, prompts, prompt_len, in_think, key) -> DecodeState:
+    """Fill the caches with `prompts [B,Tp]` (right-padded to `prompt_len [B]`) and emit the
+    first token; returns the state the decode loop starts from."""
+    B, Tp = prompts.shape
+    key, k_first, k_state = jax.random.split(key, 3)
+    st = _init_state(plan, B, in_think, k_state)
+    st = st.replace(forced=jnp.full((B, knobs.forced_ids.shape[0]), -1, jnp.int32))
+    positions = jnp.broadcast_to(jnp.arange(Tp, dtype=jnp.int32), (B, Tp))
+    logits, aux, tcache = M.forward(
+        tp, plan.cfg, prompts, positions, st.tcache, window=Tp, logits_index=(prompt_len - 1)[:, None]
+    )
+    if plan.sampling:
+        first = sample(k_first, probs(logits[:, 0], knobs.sp))
+    else:
+        first = jnp.argmax(logits[:, 0], axis=-1).astype(jnp.int32)
+    K1 = plan.K + 1
+    e = jnp.zeros((B, K1), jnp.int32).at[:, 0].set(first)
+    st = st.replace(tcache=tcache, length=prompt_len - 1)
+    hidden, sig = (None, None) if dp is None else D.project(dp, plan.dcfg, aux)
+    sig_last = None if sig is None else jnp.pad(_at(sig, prompt_len - 1)[:, None], ((0, 0), (0, K1 - 1), (0, 0)))
+    st, e, c = _commit(plan, knobs, st, e, jnp.ones((B,), jnp.int32), sig_last, jnp.zeros((B,), jnp.int32))
+    if dp is not None:
+        # Draft pairs (feature t, token t+1); the pair at the last prompt position takes `first`.
+        toks = jnp.concatenate([prompts[:, 1:], jnp.zeros((B, 1), jnp.int32)], axis=1)
+        toks = jnp.where(jnp.arange(Tp)[None, :] == (prompt_len - 1)[:, None], e[:, :1], toks)
+        st = _catch_up(tp, dp, plan, st.replace(length=prompt_len), hidden, toks, positions, prompt_len, Tp)
+        st = st.replace(length=prompt_len)
+    return st
+
+
+@functools.partial(jax.jit, static_argnames=("plan",), donate_argnames=("st",))
+def decode(tp, dp, plan: Plan, knobs: Knobs, st: DecodeState, max_rounds) -> DecodeState:
+    """Run rounds until every row is done or `max_rounds` rounds have run (for streaming)."""
+    rounds = jnp.int32(0)
+    for W in plan.windows:
+
+        def cond(carry, W=W):
+            s, r = carry
+            active = ~s.done
+            need = jnp.max(jnp.where(active, s.length + plan.K + 1, 0))
+            return jnp.any(active) & (r < max_rounds) & (need <= W)
+
+        def body(carry, W=W):
+            s, r = carry
+            return _round(tp, dp, plan, knobs, s, W), r + 1
+
+        st, rounds = jax.lax.while_loop(cond, body, (st, rounds))
+    return st
+
+
+# ----------------------------------------------------------------------------------------------
+# The Python API around the two jitted functions.
+
+
+@dataclasses.dataclass
+class GenerateResult:
+    """Generated ids per prompt (prompt excluded) and per-row statistics."""
+
+    tokens: list[list[int]]
+    stats: list[dict]
+    timing: dict
+
+
+def _pow2(n: int, lo: int) -> int:
+    return max(lo, 1 << max(0, int(n) - 1).bit_length())
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _windows(S: int, shortest: int) -> tuple[int, ...]:
+    """Attention windows: S and its halvings down to the shortest useful one (at most 4)."""
+    ws = [S]
+    while len(ws) < 4 and ws[-1] // 2 >= max(shortest, 256):
+        ws.append(_round_up(ws[-1] // 2, 128))
+    return tuple(sorted(set(ws)))
+
+
+def _check_prompts(prompts, vocab: int) -> list[list[int]]:
+    if isinstance(prompts, (str, bytes)) or not len(prompts):
+        raise ValueError("prompts must be a non-empty list of token-id lists")
+    out = []
+    for i, p in enumerate(prompts):
+        p = [int(t) for t in p]
+        if not p:
+            raise ValueError(f"prompt {i} is empty")
+        bad = [t for t in p if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"prompt {i} has token id {bad[0]} outside the vocab (size {vocab})")
+        out.append(p)
+    return out
+
+
+def _starts_in_thinking(prompt: list[int], ex: ExitConfig) -> bool:
+    """Whether generation begins inside the thinking section."""
+    if ex.think_end_id is None:
+        return False
+    if ex.think_start_id is None:
+        return True
+    starts = [i for i, t in enumerate(prompt) if t == ex.think_start_id]
+    ends = [i for i, t in enumerate(prompt) if t == ex.think_end_id]
+    return bool(starts) and (not ends or ends[-1] < starts[-1])
+
+
+def generate(
+    target,
+    draft=None,
+    prompts: Sequence[Sequence[int]] = (),
+    *,
+    max_new_tokens: int = 256,
+    mode: str = "ar",
+    exit: ExitConfig | None = None,
+    num_draft_tokens: int = 4,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    eos_ids: Sequence[int] = (),
+    seed: int = 0,
+    max_len: int | None = None,
+    stream: Callable[[list[list[int]]], None] | None = None,
+    stream_every: int = 8,
+) -> GenerateResult:
+    """Generate continuations of `prompts` with the target `(cfg, params)`.
+
+    `mode` is one of `ar`, `spec`, `specexit`, `budget`; `spec` and `specexit` need
+    `draft=(dcfg, dparams)`. `exit` carries the thinking markers, exit thresholds and budgets.
+    `stream(new_tokens_per_row)` is called every `stream_every` rounds with the tokens produced
+    since its last call. Sizes (batch, bucketed prompt and output lengths, K) are static;
+    `max_new_tokens`, sampling settings, thresholds and budgets are traced.
+    """
+    cfg, tp = target
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    ex = exit or ExitConfig()
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
+        raise ValueError("need temperature >= 0, 0 < top_p <= 1 and top_k >= 0")
+    if mode in ("spec", "specexit") and draft is None:
+        raise ValueError(f"mode {mode!r} needs a draft model")
+    use_draft = draft is not None and mode != "ar"
+    dcfg, dp = draft if use_draft else (None, None)
+    if use_draft:
+        D.check_compatible(dcfg, cfg)
+        if num_draft_tokens < 1:
+            raise ValueError(f"num_draft_tokens must be >= 1, got {num_draft_tokens}")
+    if mode == "specexit":
+        if dcfg.num_signals != 3:
+            raise ValueError("mode 'specexit' needs a draft with signal heads (num_signals=3)")
+        if ex.think_end_id is None or not ex.step_split_ids:
+            raise ValueError(
+                "mode 'specexit' needs think_end_id and step_split_ids "
+                "(from the tokenizer, or --think-end-id / --step-split-ids)"
+            )
+    if mode == "budget":
+        if ex.think_end_id is None:
+            raise ValueError("mode 'budget' needs think_end_id (from the tokenizer or --think-end-id)")
+        if ex.max_think_tokens is None and not ex.min_think_tokens:
+            raise ValueError("mode 'budget' needs max_think_tokens or min_think_tokens")
+    prompts = _check_prompts(prompts, cfg.vocab_size)
+    K = num_draft_tokens if use_draft else 0
+    B = len(prompts)
+    longest = max(map(len, prompts))
+    limit = max_len or cfg.max_position_embeddings
+    if longest + max_new_tokens + K + 1 > limit:
+        raise ValueError(
+            f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) + {K + 1} exceeds "
+            f"the maximum length {limit}"
+        )
+    Tp = _pow2(longest, 16)
+    O = _pow2(max_new_tokens, 16) + K + 1
+    S = _round_up(Tp + O, 128)
+    split = tuple(ex.step_split_ids) or (-1,)
+    plan = Plan(
+        cfg=cfg,
+        dcfg=dcfg,
+        K=K,
+        S=S,
+        O=O,
+        windows=_windows(S, Tp + K + 1),
+        sampling=temperature > 0,
+        exit_signals=mode == "specexit",
+        limits=mode in ("specexit", "budget"),
+        continue_below_min=ex.continue_below_min,
+        smoothing=ex.smoothing,
+        smooth_window=ex.window,
+        record=ex.record_signals and mode == "specexit",
+    )
+    knobs = Knobs(
+        sp=SamplingParams.make(temperature, top_k, top_p),
+        ex=ex.traced(),
+        max_new=jnp.int32(max_new_tokens),
+        eos_ids=jnp.asarray(tuple(eos_ids) or (-1,), jnp.int32),
+        split_ids=jnp.asarray(split, jnp.int32),
+        think_end=jnp.int32(-1 if ex.think_end_id is None else ex.think_end_id),
+        forced_ids=jnp.asarray(ex.forced_ids if ex.think_end_id is not None else (-1,), jnp.int32),
+        continue_id=jnp.int32(ex.continue_id if ex.continue_id is not None else split[0]),
+    )
+    padded = np.zeros((B, Tp), np.int32)
+    for i, p in enumerate(prompts):
+        padded[i, : len(p)] = p
+    plen = jnp.asarray([len(p) for p in prompts], jnp.int32)
+    in_think = jnp.asarray([_starts_in_thinking(p, ex) for p in prompts])
+
+    t0 = time.perf_counter()
+    st = prefill(tp, dp, plan, knobs, jnp.asarray(padded), plen, in_think, jax.random.key(seed))
+    st.n_out.block_until_ready()
+    t1 = time.perf_counter()
+    shown = np.zeros(B, np.int64)
+    while True:
+        if stream is not None:
+            n_out, toks = jax.device_get((st.n_out, st.tokens))
+            stream([toks[b, shown[b] : n_out[b]].tolist() for b in range(B)])
+            shown = n_out.astype(np.int64)
+        if bool(jnp.all(st.done)):
+            break
+        st = decode(tp, dp, plan, knobs, st, jnp.int32(stream_every if stream else 2**30))
+    st.n_out.block_until_ready()
+    t2 = time.perf_counter()
+    return _result(plan, st, t1 - t0, t2 - t1)
+
+
+def _result(plan: Plan, st: DecodeState, prefill_s: float, decode_s: float) -> GenerateResult:
+    h = jax.device_get(st.replace(tcache=None, dcache=None, draft_h=None, draft_logits=None, key=None))
+    tokens, stats = [], []
+    for b in range(h.tokens.shape[0]):
+        n = int(h.n_out[b])
+        tokens.append(h.tokens[b, :n].tolist())
+        rounds = int(h.rounds[b])
+        row = {
+            "new_tokens": n,
+            "rounds": rounds,
+            "tau": n / max(rounds, 1),
+            "think_tokens": int(h.think_count[b]),
+            "exit_reason": REASONS[int(h.exit_reason[b])],
+            "exit_position": int(h.exit_pos[b]),
+        }
+        if plan.K:
+            row["accepted_per_position"] = h.accepted[b].tolist()
+            row["acceptance_rate"] = (h.accepted[b] / np.maximum(h.proposed[b], 1)).round(4).tolist()
+        if plan.exit_signals:
+            row["exit_signals"] = dict(zip(D.SIGNALS, h.exit_signals[b].round(4).tolist()))
+        if plan.record:
+            row["signals"] = {
+                "raw": h.trace[b, :n, :3].round(4).tolist(),
+                "smoothed": h.trace[b, :n, 3:].round(4).tolist(),
+            }
+        stats.append(row)
+    timing = {"prefill_s": prefill_s, "decode_s": decode_s}
+    return GenerateResult(tokens=tokens, stats=stats, timing=timing)

@@ -1,0 +1,111 @@
+"""Building blocks shared by the target and the draft: RMSNorm, RoPE, cached GQA attention, MLP.
+
+Shapes: `B` batch, `T` tokens in this call, `S` cache slots, `N` query heads, `Kv` KV heads,
+`G = N // Kv`, `D` head dim, `H` hidden, `F` MLP width.
+
+Cache slots are positions: token `t` of a row lives in slot `t`, so a query at position `p` may
+read every slot `<= p`. Rows of a batch have their own lengths; slots past a row's length hold
+stale entries that are never read (masked by position) and are overwritten later. Rolling back
+is therefore only a change of length.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from specexit_jax.config import RopeScaling
+
+_NEG = -0.7 * float(np.finfo(np.float32).max)
+
+
+def rms_norm(x: jax.Array, w: jax.Array, eps: float) -> jax.Array:
+    """RMSNorm in fp32, cast back to the input dtype before the weight (as transformers does)."""
+    xf = x.astype(jnp.float32)
+    xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+    return w * xf.astype(x.dtype)
+
+
+def rope_inv_freq(head_dim: int, theta: float, scaling: RopeScaling | None) -> np.ndarray:
+    """Inverse frequencies `[D/2]` (a host constant), with Llama-3 scaling when given."""
+    inv = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+    if scaling is None:
+        return inv.astype(np.float32)
+    old = scaling.original_max_position_embeddings
+    low_wavelen = old / scaling.low_freq_factor
+    high_wavelen = old / scaling.high_freq_factor
+    wavelen = 2 * math.pi / inv
+    scaled = np.where(wavelen > low_wavelen, inv / scaling.factor, inv)
+    smooth = (old / wavelen - scaling.low_freq_factor) / (
+        scaling.high_freq_factor - scaling.low_freq_factor
+    )
+    smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
+    """Rotate `x [B,T,n,D]` by `positions [B,T]` (half-split layout, as in transformers)."""
+    ang = positions[..., None].astype(jnp.float32) * inv_freq  # [B,T,D/2]
+    cos, sin = jnp.cos(ang)[:, :, None, :], jnp.sin(ang)[:, :, None, :]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+def write_cache(cache: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
+    """Write `new [B,T,Kv,D]` into `cache [B,S,Kv,D]` at slots `start[b] .. start[b]+T-1`."""
+    return jax.vmap(lambda c, x, s: jax.lax.dynamic_update_slice_in_dim(c, x, s, axis=0))(
+        cache, new.astype(cache.dtype), start
+    )
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """Grouped-query attention. `q [B,T,N,D]`, `k, v [B,S,Kv,D]`, `mask [B,T,S]` -> `[B,T,N,D]`."""
+    B, T, N, D = q.shape
+    Kv = k.shape[2]
+    q = q.reshape(B, T, Kv, N // Kv, D)
+    s = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    s = jnp.where(mask[:, None, None], s * (D**-0.5), _NEG)
+    p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
+    o = jnp.einsum("bkgts,bskd->btkgd", p, v)
+    return o.reshape(B, T, N, D)
+
+
+def cached_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    positions: jax.Array,
+    cache: tuple[jax.Array, jax.Array] | None,
+    window: int | None,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+    """Attention of this call's queries over the cache (or over this call's keys alone).
+
+    With a cache, the new `k, v` are written at slots `positions[:, 0] ...` and the queries read
+    the first `window` slots (a static size covering every row's length; reading only that part
+    of the cache is what keeps long-context decoding from paying for all of `S`).
+    """
+    if cache is None:
+        key_pos = positions
+        ks, vs = k, v
+    else:
+        ck, cv = cache
+        ck = write_cache(ck, k, positions[:, 0])
+        cv = write_cache(cv, v, positions[:, 0])
+        cache = (ck, cv)
+        W = ck.shape[1] if window is None else min(window, ck.shape[1])
+        ks, vs = ck[:, :W], cv[:, :W]
+        key_pos = jnp.broadcast_to(jnp.arange(W, dtype=positions.dtype), (q.shape[0], W))
+    mask = key_pos[:, None, :] <= positions[:, :, None]
+    return attention(q, ks, vs, mask), cache
+
+
+def gated_mlp(x: jax.Array, p: dict) -> jax.Array:
+    """SwiGLU MLP: `down(silu(gate(x)) * up(x))`."""
+    g = jnp.einsum("bth,hf->btf", x, p["w_gate"])
+    u = jnp.einsum("bth,hf->btf", x, p["w_up"])
+    return jnp.einsum("btf,fh->bth", jax.nn.silu(g) * u, p["w_down"])

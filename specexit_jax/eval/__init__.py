@@ -1,0 +1,1 @@
+"""Evaluation helpers: benchmark loaders, prompt formatting, answer extraction and graders."""

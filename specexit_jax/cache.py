@@ -15,16 +15,16 @@ from flax import struct
 
 @struct.dataclass
 class KVCache:
-    """Per-layer keys and values, each `[B,S,Kv,D]`."""
+    """Per-layer keys and values, each `[B,Kv,S,D]` (heads ahead of slots, read in place)."""
 
     k: tuple[jax.Array, ...]
     v: tuple[jax.Array, ...]
 
     @property
     def max_len(self) -> int:
-        return self.k[0].shape[1]
+        return self.k[0].shape[2]
 
     @classmethod
     def init(cls, num_layers: int, B: int, S: int, Kv: int, D: int, dtype) -> "KVCache":
-        z = lambda: jnp.zeros((B, S, Kv, D), dtype)  # noqa: E731
+        z = lambda: jnp.zeros((B, Kv, S, D), dtype)  # noqa: E731
         return cls(k=tuple(z() for _ in range(num_layers)), v=tuple(z() for _ in range(num_layers)))

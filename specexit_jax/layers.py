@@ -57,21 +57,26 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.
 
 
 def write_cache(cache: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
-    """Write `new [B,T,Kv,D]` into `cache [B,S,Kv,D]` at slots `start[b] .. start[b]+T-1`."""
-    return jax.vmap(lambda c, x, s: jax.lax.dynamic_update_slice_in_dim(c, x, s, axis=0))(
-        cache, new.astype(cache.dtype), start
+    """Write `new [B,T,Kv,D]` into `cache [B,Kv,S,D]` at slots `start[b] .. start[b]+T-1`."""
+    new = jnp.swapaxes(new, 1, 2).astype(cache.dtype)
+    return jax.vmap(lambda c, x, s: jax.lax.dynamic_update_slice_in_dim(c, x, s, axis=1))(
+        cache, new, start
     )
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    """Grouped-query attention. `q [B,T,N,D]`, `k, v [B,S,Kv,D]`, `mask [B,T,S]` -> `[B,T,N,D]`."""
+    """Grouped-query attention. `q [B,T,N,D]`, `k, v [B,Kv,S,D]`, `mask [B,T,S]` -> `[B,T,N,D]`.
+
+    Keys and values keep `Kv` ahead of `S` (the cache layout), so the batched products read
+    them in place, with no transpose of the cache.
+    """
     B, T, N, D = q.shape
-    Kv = k.shape[2]
+    Kv = k.shape[1]
     q = q.reshape(B, T, Kv, N // Kv, D)
-    s = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    s = jnp.einsum("btkgd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
     s = jnp.where(mask[:, None, None], s * (D**-0.5), _NEG)
     p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
-    o = jnp.einsum("bkgts,bskd->btkgd", p, v)
+    o = jnp.einsum("bkgts,bksd->btkgd", p, v)
     return o.reshape(B, T, N, D)
 
 
@@ -91,14 +96,14 @@ def cached_attention(
     """
     if cache is None:
         key_pos = positions
-        ks, vs = k, v
+        ks, vs = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)
     else:
         ck, cv = cache
         ck = write_cache(ck, k, positions[:, 0])
         cv = write_cache(cv, v, positions[:, 0])
         cache = (ck, cv)
-        W = ck.shape[1] if window is None else min(window, ck.shape[1])
-        ks, vs = ck[:, :W], cv[:, :W]
+        W = ck.shape[2] if window is None else min(window, ck.shape[2])
+        ks, vs = ck[:, :, :W], cv[:, :, :W]
         key_pos = jnp.broadcast_to(jnp.arange(W, dtype=positions.dtype), (q.shape[0], W))
     mask = key_pos[:, None, :] <= positions[:, :, None]
     return attention(q, ks, vs, mask), cache

@@ -44,6 +44,11 @@ class ExitConfig:
     continue_id: int | None = None  # ... by this token (default: the first step-split id)
     closing_ids: tuple[int, ...] = ()  # inserted before a forced `</think>`
     record_signals: bool = False
+    # DEER baseline (mode "deer"): at each step boundary, force `</think>` + `probe_ids`, decode
+    # `probe_tokens` answer tokens greedily and exit when their mean probability passes.
+    probe_ids: tuple[int, ...] = ()
+    probe_tokens: int = 8
+    probe_threshold: float = 0.95
 
     def __post_init__(self):
         bad = set(self.signals) - set(SIGNALS)
@@ -57,6 +62,8 @@ class ExitConfig:
             raise ValueError(f"window must be >= 1, got {self.window}")
         if self.min_think_tokens < 0:
             raise ValueError(f"min_think_tokens must be >= 0, got {self.min_think_tokens}")
+        if self.probe_tokens < 1:
+            raise ValueError(f"probe_tokens must be >= 1, got {self.probe_tokens}")
         if self.max_think_tokens is not None and self.max_think_tokens <= len(self.closing_ids):
             raise ValueError(
                 f"max_think_tokens={self.max_think_tokens} leaves no room for "
@@ -77,6 +84,7 @@ class ExitConfig:
             max_think=jnp.int32(
                 2**30 if self.max_think_tokens is None else self.max_think_tokens
             ),
+            probe_threshold=jnp.float32(self.probe_threshold),
         )
 
 
@@ -89,6 +97,7 @@ class ExitParams:
     ewma: jax.Array
     min_think: jax.Array
     max_think: jax.Array
+    probe_threshold: jax.Array
 
 
 def masked_mean(x: jax.Array, valid: jax.Array) -> jax.Array:

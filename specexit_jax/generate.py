@@ -6,6 +6,7 @@ Every mode is the same round with different static settings:
     spec      K drafts from the EAGLE-3 draft, verified in one target pass (lossless)
     specexit  spec + the exit policy on the draft's signals + thinking budgets
     budget    ar or spec + exact thinking budgets only
+    deer      baseline: ar or spec + budgets + answer probing at every step boundary (DEER)
 
 One round, per row (`L` = cache length, `last` = newest token, not yet in the cache):
 
@@ -48,7 +49,7 @@ from specexit_jax.exit import (
 )
 from specexit_jax.sampling import SamplingParams, probs, sample, verify
 
-MODES = ("ar", "spec", "specexit", "budget")
+MODES = ("ar", "spec", "specexit", "budget", "deer")
 REASONS = ("none", "natural", "signal", "budget")
 _NONE, _NATURAL, _SIGNAL, _BUDGET = range(4)
 
@@ -70,6 +71,8 @@ class Plan:
     smoothing: str
     smooth_window: int
     record: bool  # keep per-token signals
+    probe_len: int = 0  # DEER: trial-answer tokens decoded at each step boundary (0: off)
+    probe_slots: int = 0  # cache slots a probe uses past a row's length
 
 
 @struct.dataclass
@@ -84,6 +87,7 @@ class Knobs:
     think_end: jax.Array  # -1 when unknown
     forced_ids: jax.Array  # [F] closing text + </think>
     continue_id: jax.Array
+    probe_ids: jax.Array  # [P] DEER: </think> + answer prefix fed before the trial answer
 
 
 @struct.dataclass
@@ -197,6 +201,13 @@ def _commit(plan: Plan, knobs: Knobs, st: DecodeState, e, c, sig, accept_n):
         over = monitor & (n_think >= allowed) & ~(natural & (think_at <= allowed))
         cut = jnp.where(over, allowed, cut)
         reason = jnp.where(over, _BUDGET, reason)
+    lo = knobs.ex.min_think - st.think_count - 1
+    boundary = first_match(e, knobs.split_ids, (idx < n_think[:, None]) & (idx >= lo[:, None]))
+    probe = jnp.zeros((B,), bool)
+    if plan.probe_len:
+        probe = monitor & active & (boundary < n_think) & (boundary + 1 <= cut)
+        c = jnp.where(probe, boundary + 1, c)
+        cut = jnp.where(probe & (reason == _NONE), c, cut)
     if plan.exit_signals:
         valid = idx < c[:, None]
         if plan.smoothing == "ewma":
@@ -208,8 +219,6 @@ def _commit(plan: Plan, knobs: Knobs, st: DecodeState, e, c, sig, accept_n):
                 st.win_buf, st.win_count, sig, jnp.where(monitor & active, c, 0)
             )
             smooth = jnp.where((win_count > 0)[:, None], mean, st.smooth)
-        lo = knobs.ex.min_think - st.think_count - 1
-        boundary = first_match(e, knobs.split_ids, (idx < n_think[:, None]) & (idx >= lo[:, None]))
         fire = monitor & (boundary < n_think) & signals_pass(smooth, knobs.ex) & (boundary + 1 <= cut)
         cut = jnp.where(fire, boundary + 1, cut)
         reason = jnp.where(fire, _SIGNAL, reason)
@@ -245,7 +254,7 @@ def _commit(plan: Plan, knobs: Knobs, st: DecodeState, e, c, sig, accept_n):
     hit_eos = jnp.any((idx < c[:, None]) & jnp.any(e[..., None] == knobs.eos_ids, -1), axis=1)
     n_out = st.n_out + c
     length = st.length + c
-    done = hit_eos | (n_out >= knobs.max_new) | (length + K1 > plan.S)
+    done = hit_eos | (n_out >= knobs.max_new) | (length + K1 + plan.probe_slots > plan.S)
     tokens = _row_write(st.tokens, e, st.n_out)
     trace = st.trace
     if plan.record and sig is not None:
@@ -286,7 +295,46 @@ def _commit(plan: Plan, knobs: Knobs, st: DecodeState, e, c, sig, accept_n):
     )
     return new.replace(
         tcache=st.tcache, dcache=st.dcache, key=st.key, draft_h=st.draft_h, draft_logits=st.draft_logits
-    ), e, c
+    ), e, c, probe & (reason == _NONE)
+
+
+def _probe_answer(tp, plan: Plan, knobs: Knobs, st: DecodeState, rows, window) -> DecodeState:
+    """DEER: for `rows` that just accepted a step boundary, force `</think>` + the answer prefix,
+    decode a trial answer greedily in the cache slots past each row's length (rolled back by
+    length, so nothing is kept), and force `</think>` for real when the trial answer's mean token
+    probability passes `probe_threshold`."""
+    B = st.last.shape[0]
+    P = knobs.probe_ids.shape[0]
+    inputs = jnp.concatenate([st.last[:, None], jnp.broadcast_to(knobs.probe_ids, (B, P))], 1)
+    positions = st.length[:, None] + jnp.arange(P + 1)
+    logits, _, cache = M.forward(
+        tp, plan.cfg, inputs, positions, st.tcache, window=window,
+        logits_index=jnp.full((B, 1), P, jnp.int32),
+    )
+
+    def step(carry, i):
+        logits, cache, alive = carry
+        p = jax.nn.softmax(logits[:, 0], axis=-1)
+        tok = jnp.argmax(p, axis=-1).astype(jnp.int32)
+        conf = jnp.where(alive, jnp.max(p, axis=-1), 0.0)
+        pos = st.length[:, None] + P + 1 + i
+        logits, _, cache = M.forward(tp, plan.cfg, tok[:, None], pos, cache, window=window)
+        return (logits, cache, alive & ~jnp.any(tok[:, None] == knobs.eos_ids, -1)), (conf, alive)
+
+    (_, cache, _), (conf, alive) = jax.lax.scan(
+        step, (logits, cache, jnp.ones((B,), bool)), jnp.arange(plan.probe_len)
+    )
+    score = jnp.sum(conf, 0) / jnp.maximum(jnp.sum(alive, 0), 1)
+    fire = rows & (score > knobs.ex.probe_threshold)
+    F = knobs.forced_ids.shape[0]
+    return st.replace(
+        tcache=cache,
+        forced=jnp.where(fire[:, None], knobs.forced_ids[None, :], st.forced),
+        n_forced=jnp.where(fire, F, st.n_forced),
+        exit_reason=jnp.where(fire, _SIGNAL, st.exit_reason),
+        exit_pos=jnp.where(fire, st.n_out, st.exit_pos),
+        exit_signals=jnp.where(fire[:, None], jnp.stack([score] * 3, -1), st.exit_signals),
+    )
 
 
 def _catch_up(tp, dp, plan: Plan, st: DecodeState, hidden, tokens, positions, c, window):
@@ -313,7 +361,14 @@ def _round(tp, dp, plan: Plan, knobs: Knobs, st: DecodeState, window: int) -> De
     e = jnp.concatenate([d_ids, jnp.zeros_like(nxt)[:, None]], axis=1)
     e = jnp.where(jnp.arange(K + 1)[None, :] == n[:, None], nxt[:, None], e)
     hidden, sig = (None, None) if dp is None else D.project(dp, plan.dcfg, aux)
-    st, e, c = _commit(plan, knobs, st.replace(tcache=tcache, key=key), e, n + 1, sig, n)
+    st, e, c, probe = _commit(plan, knobs, st.replace(tcache=tcache, key=key), e, n + 1, sig, n)
+    if plan.probe_len:
+        st = jax.lax.cond(
+            jnp.any(probe),
+            lambda s: _probe_answer(tp, plan, knobs, s, probe, window),
+            lambda s: s,
+            st,
+        )
     if dp is not None:
         st = _catch_up(tp, dp, plan, st, hidden, e, positions, jnp.maximum(c, 1), window)
     return st
@@ -374,7 +429,7 @@ def prefill(tp, dp, plan: Plan, knobs: Knobs, prompts, prompt_len, in_think, key
     st = st.replace(tcache=tcache, length=prompt_len - 1)
     hidden, sig = (None, None) if dp is None else D.project(dp, plan.dcfg, aux)
     sig_last = None if sig is None else jnp.pad(_at(sig, prompt_len - 1)[:, None], ((0, 0), (0, K1 - 1), (0, 0)))
-    st, e, c = _commit(plan, knobs, st, e, jnp.ones((B,), jnp.int32), sig_last, jnp.zeros((B,), jnp.int32))
+    st, e, c, _ = _commit(plan, knobs, st, e, jnp.ones((B,), jnp.int32), sig_last, jnp.zeros((B,), jnp.int32))
     if dp is not None:
         # Draft pairs (feature t, token t+1); the pair at the last prompt position takes `first`.
         toks = jnp.concatenate([prompts[:, 1:], jnp.zeros((B, 1), jnp.int32)], axis=1)
@@ -393,7 +448,7 @@ def decode(tp, dp, plan: Plan, knobs: Knobs, st: DecodeState, max_rounds) -> Dec
         def cond(carry, W=W):
             s, r = carry
             active = ~s.done
-            need = jnp.max(jnp.where(active, s.length + plan.K + 1, 0))
+            need = jnp.max(jnp.where(active, s.length + plan.K + 1 + plan.probe_slots, 0))
             return jnp.any(active) & (r < max_rounds) & (need <= W)
 
         def body(carry, W=W):
@@ -479,7 +534,7 @@ def generate(
 ) -> GenerateResult:
     """Generate continuations of `prompts` with the target `(cfg, params)`.
 
-    `mode` is one of `ar`, `spec`, `specexit`, `budget`; `spec` and `specexit` need
+    `mode` is one of `ar`, `spec`, `specexit`, `budget`, `deer`; `spec` and `specexit` need
     `draft=(dcfg, dparams)`. `exit` carries the thinking markers, exit thresholds and budgets.
     `stream(new_tokens_per_row)` is called every `stream_every` rounds with the tokens produced
     since its last call. Sizes (batch, bucketed prompt and output lengths, K) are static;
@@ -509,6 +564,8 @@ def generate(
                 "mode 'specexit' needs think_end_id and step_split_ids "
                 "(from the tokenizer, or --think-end-id / --step-split-ids)"
             )
+    if mode == "deer" and (ex.think_end_id is None or not ex.step_split_ids):
+        raise ValueError("mode 'deer' needs think_end_id and step_split_ids")
     if mode == "budget":
         if ex.think_end_id is None:
             raise ValueError("mode 'budget' needs think_end_id (from the tokenizer or --think-end-id)")
@@ -524,9 +581,12 @@ def generate(
             f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) + {K + 1} exceeds "
             f"the maximum length {limit}"
         )
+    deer = mode == "deer"
+    probe_ids = (ex.think_end_id, *ex.probe_ids) if deer else (-1,)
+    probe_slots = len(probe_ids) + ex.probe_tokens + 1 if deer else 0
     Tp = _pow2(longest, 16)
     O = _pow2(max_new_tokens, 16) + K + 1
-    S = _round_up(Tp + O, 128)
+    S = _round_up(Tp + O + probe_slots, 128)
     split = tuple(ex.step_split_ids) or (-1,)
     plan = Plan(
         cfg=cfg,
@@ -537,11 +597,13 @@ def generate(
         windows=_windows(S, Tp + K + 1),
         sampling=temperature > 0,
         exit_signals=mode == "specexit",
-        limits=mode in ("specexit", "budget"),
+        limits=mode in ("specexit", "budget", "deer"),
         continue_below_min=ex.continue_below_min,
         smoothing=ex.smoothing,
         smooth_window=ex.window,
         record=ex.record_signals and mode == "specexit",
+        probe_len=ex.probe_tokens if deer else 0,
+        probe_slots=probe_slots,
     )
     knobs = Knobs(
         sp=SamplingParams.make(temperature, top_k, top_p),
@@ -552,6 +614,7 @@ def generate(
         think_end=jnp.int32(-1 if ex.think_end_id is None else ex.think_end_id),
         forced_ids=jnp.asarray(ex.forced_ids if ex.think_end_id is not None else (-1,), jnp.int32),
         continue_id=jnp.int32(ex.continue_id if ex.continue_id is not None else split[0]),
+        probe_ids=jnp.asarray(probe_ids, jnp.int32),
     )
     padded = np.zeros((B, Tp), np.int32)
     for i, p in enumerate(prompts):

@@ -139,7 +139,7 @@ def test_render_formats():
         "<|im_start|>user\ncompute 10+5*2 left to right mod 100<|im_end|>\n<|im_start|>assistant\n<think>\n"
     )
     assert render_completion(sample) == (
-        "10+5=15\n\n15*2=30\n\ncheck: 10+5=15 ok\n</think>\n\nanswer: 30<|im_end|>"
+        "10+5=15\n\n15*2=30\n\ncheck: 10+5=15 ok\n\n</think>\n\nanswer: 30<|im_end|>"
     )
 
 

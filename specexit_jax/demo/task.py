@@ -13,7 +13,7 @@ The thinking is a list of steps, one per paragraph (joined by a blank line):
   :data:`MEAN_EXTRA_CHECKS`, at most :data:`MAX_EXTRA_CHECKS`) of redundant
   re-checks walk the chain again.
 
-The thinking is closed by ``</think>`` and the answer ``answer: 4``. Each step
+The thinking is closed by a blank line, ``</think>`` and the answer ``answer: 4``. Each step
 records the *current answer* after it (the latest computed value, i.e. what a
 forced answer at that boundary would be), which defines the oracle exit
 boundary used to score early-exit predictors.
@@ -177,8 +177,12 @@ def render_thinking(sample: Sample) -> str:
 
 
 def render_completion(sample: Sample) -> str:
-    """Thinking, ``</think>``, the answer, and the end-of-turn marker."""
-    return f"{render_thinking(sample)}\n{THINK_END}\n\nanswer: {sample.answer}{IM_END}"
+    """Thinking, ``</think>``, the answer, and the end-of-turn marker.
+
+    The thinking ends with a step boundary, like every step, so ``</think>`` always follows a
+    blank line: exactly what a forced exit (cut after a boundary, then ``</think>``) produces.
+    """
+    return f"{render_thinking(sample)}{STEP_SEP}{THINK_END}\n\nanswer: {sample.answer}{IM_END}"
 
 
 def solve(question: str) -> str:

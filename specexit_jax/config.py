@@ -80,7 +80,7 @@ class ModelConfig:
         return cls(**d)
 
 
-def _rope_params(hf: dict[str, Any]) -> tuple[float, RopeScaling | None]:
+def rope_params(hf: dict[str, Any]) -> tuple[float, RopeScaling | None]:
     """Read RoPE settings from either config form: top-level `rope_theta` / `rope_scaling`
     (published checkpoints) or `rope_parameters` (written by transformers 5)."""
     params = hf.get("rope_parameters") or {}
@@ -111,7 +111,7 @@ def model_config_from_hf(hf: dict[str, Any], dtype: str = "float32") -> ModelCon
     if hf.get("use_sliding_window"):
         raise ValueError("sliding-window attention is not supported (use_sliding_window=true)")
     H, N = hf["hidden_size"], hf["num_attention_heads"]
-    theta, scaling = _rope_params(hf)
+    theta, scaling = rope_params(hf)
     bias = bool(hf.get("attention_bias", False))
     return ModelConfig(
         vocab_size=hf["vocab_size"],

@@ -18,6 +18,9 @@ One round, per row (`L` = cache length, `last` = newest token, not yet in the ca
             accepted text; its output at the last accepted position gives the next d_1
 
 Rollback is by length only: the caches keep stale slots past `L + c` and overwrite them later.
+With a device mesh, params are split by `specexit_jax.sharding` (heads and MLP columns on
+"tensor"), caches by rows ("data") and KV heads ("tensor"), and every per-row array by rows; the
+loop is the same single jitted program, partitioned by XLA.
 Attention reads a static window of the cache that covers every row: the loop is a chain of
 `while_loop`s over growing windows, so short sequences do not pay for the whole cache.
 """
@@ -48,6 +51,8 @@ from specexit_jax.exit import (
     window_update,
 )
 from specexit_jax.sampling import SamplingParams, probs, sample, verify
+from specexit_jax import sharding as SH
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MODES = ("ar", "spec", "specexit", "budget", "deer")
 REASONS = ("none", "natural", "signal", "budget")
@@ -73,6 +78,7 @@ class Plan:
     record: bool  # keep per-token signals
     probe_len: int = 0  # DEER: trial-answer tokens decoded at each step boundary (0: off)
     probe_slots: int = 0  # cache slots a probe uses past a row's length
+    mesh: Mesh | None = None  # shard caches and rows over it (None: one device)
 
 
 @struct.dataclass
@@ -131,6 +137,28 @@ def _row_write(buf: jax.Array, x: jax.Array, start: jax.Array) -> jax.Array:
 def _at(x: jax.Array, i: jax.Array) -> jax.Array:
     """`x[b, i[b]]` for `x [B,T,...]`."""
     return jnp.take_along_axis(x, i.reshape(-1, *([1] * (x.ndim - 1))), axis=1)[:, 0]
+
+
+def _constrain(plan: Plan, st: DecodeState) -> DecodeState:
+    """Pin the state's layout on the mesh: caches by rows and KV heads, per-row arrays by rows."""
+    if plan.mesh is None:
+        return st
+    rows = SH.MESH_AXES["batch"]
+    cache = NamedSharding(plan.mesh, PartitionSpec(rows, "tensor"))
+    per_row = NamedSharding(plan.mesh, PartitionSpec(rows))
+    B = st.last.shape[0]
+
+    def pin(x, spec):
+        return jax.lax.with_sharding_constraint(x, spec)
+
+    caches = {"tcache": jax.tree.map(lambda x: pin(x, cache), st.tcache)}
+    if st.dcache is not None:
+        caches["dcache"] = jax.tree.map(lambda x: pin(x, cache), st.dcache)
+    rest = jax.tree.map(
+        lambda x: pin(x, per_row) if x.ndim and x.shape[0] == B else x,
+        st.replace(tcache=None, dcache=None, key=None),
+    )
+    return rest.replace(key=st.key, **caches)
 
 
 def _pick_draft(dp, plan: Plan, knobs: Knobs, st: DecodeState, logits, key, i):
@@ -371,7 +399,7 @@ def _round(tp, dp, plan: Plan, knobs: Knobs, st: DecodeState, window: int) -> De
         )
     if dp is not None:
         st = _catch_up(tp, dp, plan, st, hidden, e, positions, jnp.maximum(c, 1), window)
-    return st
+    return _constrain(plan, st)
 
 
 def _init_state(plan: Plan, B: int, in_think, key) -> DecodeState:
@@ -415,7 +443,7 @@ def prefill(tp, dp, plan: Plan, knobs: Knobs, prompts, prompt_len, in_think, key
     B, Tp = prompts.shape
     key, k_first, k_state = jax.random.split(key, 3)
     st = _init_state(plan, B, in_think, k_state)
-    st = st.replace(forced=jnp.full((B, knobs.forced_ids.shape[0]), -1, jnp.int32))
+    st = _constrain(plan, st.replace(forced=jnp.full((B, knobs.forced_ids.shape[0]), -1, jnp.int32)))
     positions = jnp.broadcast_to(jnp.arange(Tp, dtype=jnp.int32), (B, Tp))
     logits, aux, tcache = M.forward(
         tp, plan.cfg, prompts, positions, st.tcache, window=Tp, logits_index=(prompt_len - 1)[:, None]
@@ -436,7 +464,7 @@ def prefill(tp, dp, plan: Plan, knobs: Knobs, prompts, prompt_len, in_think, key
         toks = jnp.where(jnp.arange(Tp)[None, :] == (prompt_len - 1)[:, None], e[:, :1], toks)
         st = _catch_up(tp, dp, plan, st.replace(length=prompt_len), hidden, toks, positions, prompt_len, Tp)
         st = st.replace(length=prompt_len)
-    return st
+    return _constrain(plan, st)
 
 
 @functools.partial(jax.jit, static_argnames=("plan",), donate_argnames=("st",))
@@ -531,13 +559,15 @@ def generate(
     max_len: int | None = None,
     stream: Callable[[list[list[int]]], None] | None = None,
     stream_every: int = 8,
+    mesh: Mesh | str | None = None,
 ) -> GenerateResult:
     """Generate continuations of `prompts` with the target `(cfg, params)`.
 
     `mode` is one of `ar`, `spec`, `specexit`, `budget`, `deer`; `spec` and `specexit` need
     `draft=(dcfg, dparams)`. `exit` carries the thinking markers, exit thresholds and budgets.
     `stream(new_tokens_per_row)` is called every `stream_every` rounds with the tokens produced
-    since its last call. Sizes (batch, bucketed prompt and output lengths, K) are static;
+    since its last call. `mesh` (a `jax.sharding.Mesh` or a spec such as `"data=2,tensor=4"`)
+    splits the model and the batch over devices; tokens are the same as on one device. Sizes (batch, bucketed prompt and output lengths, K) are static;
     `max_new_tokens`, sampling settings, thresholds and budgets are traced.
     """
     cfg, tp = target
@@ -572,6 +602,10 @@ def generate(
         if ex.max_think_tokens is None and not ex.min_think_tokens:
             raise ValueError("mode 'budget' needs max_think_tokens or min_think_tokens")
     prompts = _check_prompts(prompts, cfg.vocab_size)
+    n_prompts = len(prompts)
+    if mesh is not None:
+        mesh = _mesh(mesh) if isinstance(mesh, str) else mesh
+        tp, dp, prompts = _place(mesh, cfg, tp, dcfg, dp, prompts)
     K = num_draft_tokens if use_draft else 0
     B = len(prompts)
     longest = max(map(len, prompts))
@@ -604,6 +638,7 @@ def generate(
         record=ex.record_signals and mode == "specexit",
         probe_len=ex.probe_tokens if deer else 0,
         probe_slots=probe_slots,
+        mesh=mesh,
     )
     knobs = Knobs(
         sp=SamplingParams.make(temperature, top_k, top_p),
@@ -637,13 +672,43 @@ def generate(
         st = decode(tp, dp, plan, knobs, st, jnp.int32(stream_every if stream else 2**30))
     st.n_out.block_until_ready()
     t2 = time.perf_counter()
-    return _result(plan, st, t1 - t0, t2 - t1)
+    return _result(plan, st, t1 - t0, t2 - t1, n_prompts)
 
 
-def _result(plan: Plan, st: DecodeState, prefill_s: float, decode_s: float) -> GenerateResult:
+def _mesh(spec: str) -> Mesh:
+    """A mesh from a spec; a spec naming fewer devices than there are uses the first ones."""
+    devices = jax.devices()
+    sizes = [int(v) for v in (p.partition("=")[2] for p in spec.split(",") if p.strip()) if v.strip().lstrip("-").isdigit()]
+    n = int(np.prod(sizes)) if sizes and -1 not in sizes else len(devices)
+    if n > len(devices):
+        raise ValueError(f"mesh {spec!r} needs {n} devices, have {len(devices)}")
+    return SH.make_mesh(spec, devices[:n])
+
+
+def _place(mesh: Mesh, cfg: ModelConfig, tp, dcfg, dp, prompts):
+    """Put params on the mesh and pad the batch to a multiple of the row shards (with copies
+    of the first prompt, dropped from the result)."""
+    tensor = mesh.shape["tensor"]
+    for name, c in (("target", cfg), ("draft", dcfg)):
+        if c is not None and c.num_kv_heads % tensor:
+            raise ValueError(
+                f"{name} has {c.num_kv_heads} KV heads, which do not divide the tensor axis "
+                f"({tensor}): pick a tensor size that divides {c.num_kv_heads}"
+            )
+    tp = jax.device_put(tp, SH.param_shardings(mesh, tp))
+    if dp is not None:
+        dp = jax.device_put(dp, SH.param_shardings(mesh, dp))
+    rows = SH.batch_shards(mesh)
+    prompts = prompts + [prompts[0]] * (-len(prompts) % rows)
+    return tp, dp, prompts
+
+
+def _result(
+    plan: Plan, st: DecodeState, prefill_s: float, decode_s: float, n_rows: int
+) -> GenerateResult:
     h = jax.device_get(st.replace(tcache=None, dcache=None, draft_h=None, draft_logits=None, key=None))
     tokens, stats = [], []
-    for b in range(h.tokens.shape[0]):
+    for b in range(n_rows):
         n = int(h.n_out[b])
         tokens.append(h.tokens[b, :n].tolist())
         rounds = int(h.rounds[b])

@@ -1,0 +1,184 @@
+"""Evaluation harness: every decode mode on the same problems, measured in one run.
+
+For each mode and problem (batch 1, so latency is per problem), record correctness, thinking
+tokens, total tokens, latency and tokens per round (tau). Each compiled program is warmed up on
+an untimed run first, so latencies exclude compilation. With `oracle=True`, the AR traces are
+probed at every step boundary (force `</think>`, decode the answer greedily, grade it) to find
+the oracle exit: the first boundary after which the forced answer is right and never changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from typing import Callable, Sequence
+
+from specexit_jax.exit import ExitConfig
+from specexit_jax.generate import generate
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalProblem:
+    """A prompt with its grader (`grade(generated_text) -> bool`)."""
+
+    id: str
+    prompt: list[int]
+    grade: Callable[[str], bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModeSettings:
+    """What each mode adds to the common settings."""
+
+    exit: ExitConfig
+    budget_tokens: int = 64
+    deer_threshold: float = 0.95
+    deer_probe_ids: tuple[int, ...] = ()
+
+
+def _mode_exit(mode: str, s: ModeSettings) -> ExitConfig:
+    ex = s.exit
+    if mode == "budget":
+        return dataclasses.replace(ex, max_think_tokens=s.budget_tokens)
+    if mode == "deer":
+        return dataclasses.replace(ex, probe_threshold=s.deer_threshold, probe_ids=s.deer_probe_ids)
+    return ex
+
+
+def run_mode(
+    mode: str,
+    problems: Sequence[EvalProblem],
+    target,
+    draft,
+    decode_text: Callable[[list[int]], str],
+    settings: ModeSettings,
+    *,
+    max_new_tokens: int,
+    num_draft_tokens: int,
+    eos_ids: Sequence[int],
+    seed: int = 0,
+    progress: Callable | None = None,
+) -> list[dict]:
+    """Per-problem records for one mode."""
+    ex = _mode_exit(mode, settings)
+    use_draft = None if mode == "ar" else draft  # baselines get speculation too, when available
+    kw = dict(
+        max_new_tokens=max_new_tokens,
+        mode=mode,
+        exit=ex,
+        num_draft_tokens=num_draft_tokens,
+        eos_ids=tuple(eos_ids),
+        seed=seed,
+    )
+    warmed: set[int] = set()
+    records = []
+    for p in problems:
+        bucket = max(16, 1 << (len(p.prompt) - 1).bit_length())
+        if bucket not in warmed:
+            generate(target, use_draft, [p.prompt], **kw)
+            warmed.add(bucket)
+        res = generate(target, use_draft, [p.prompt], **kw)
+        toks, st = res.tokens[0], res.stats[0]
+        text = decode_text(toks)
+        records.append(
+            {
+                "id": p.id,
+                "correct": bool(p.grade(text)),
+                "think_tokens": st["think_tokens"],
+                "total_tokens": len(toks),
+                "latency_s": res.timing["prefill_s"] + res.timing["decode_s"],
+                "rounds": st["rounds"],
+                "exit_reason": st["exit_reason"],
+                "tokens": toks,
+            }
+        )
+        if progress:
+            progress()
+    return records
+
+
+def summarize(records: list[dict]) -> dict:
+    """Means over problems; tau = all tokens / all rounds."""
+    reasons: dict[str, int] = {}
+    for r in records:
+        reasons[r["exit_reason"]] = reasons.get(r["exit_reason"], 0) + 1
+    return {
+        "n": len(records),
+        "accuracy": statistics.fmean(r["correct"] for r in records),
+        "think_tokens": statistics.fmean(r["think_tokens"] for r in records),
+        "total_tokens": statistics.fmean(r["total_tokens"] for r in records),
+        "latency_s": statistics.fmean(r["latency_s"] for r in records),
+        "tau": sum(r["total_tokens"] for r in records) / max(1, sum(r["rounds"] for r in records)),
+        "exit_reasons": reasons,
+    }
+
+
+def add_speedups(modes: dict[str, dict]) -> None:
+    """Latency ratios against `ar` and `spec` (where those modes ran)."""
+    for base in ("ar", "spec"):
+        if base in modes:
+            for m in modes.values():
+                m[f"speedup_vs_{base}"] = modes[base]["latency_s"] / m["latency_s"]
+
+
+def oracle_exits(
+    problems: Sequence[EvalProblem],
+    ar_records: Sequence[dict],
+    target,
+    decode_text: Callable[[list[int]], str],
+    *,
+    think_end_id: int,
+    step_split_ids: Sequence[int],
+    eos_ids: Sequence[int],
+    answer_tokens: int = 12,
+    batch_size: int = 32,
+) -> list[dict]:
+    """Probe the AR traces at every thinking step boundary and find the oracle exit.
+
+    Returns per problem: `oracle_think` (thinking tokens when exiting at the oracle boundary,
+    or the AR thinking tokens when no boundary qualifies), `first_correct_think` (thinking
+    tokens at the first boundary whose forced answer is right), and `probes` (0/1 per boundary).
+    """
+    jobs = []  # (problem index, boundary index in completion)
+    for i, rec in enumerate(ar_records):
+        toks = rec["tokens"]
+        end = toks.index(think_end_id) if think_end_id in toks else len(toks)
+        jobs.extend((i, b) for b in range(end) if toks[b] in step_split_ids)
+    verdict: dict[tuple[int, int], bool] = {}
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start : start + batch_size]
+        prompts = [problems[i].prompt + ar_records[i]["tokens"][: b + 1] + [think_end_id] for i, b in chunk]
+        res = generate(target, None, prompts, max_new_tokens=answer_tokens, eos_ids=tuple(eos_ids))
+        for (i, b), toks in zip(chunk, res.tokens):
+            verdict[(i, b)] = bool(problems[i].grade(decode_text([think_end_id] + toks)))
+    out = []
+    for i, rec in enumerate(ar_records):
+        bs = sorted(b for (j, b) in verdict if j == i)
+        probes = [verdict[(i, b)] for b in bs]
+        oracle = rec["think_tokens"]
+        if rec["correct"]:
+            for k in range(len(bs) - 1, -1, -1):
+                if not probes[k]:
+                    break
+                oracle = bs[k] + 1
+        first = next((b + 1 for b, ok in zip(bs, probes) if ok), rec["think_tokens"])
+        out.append({"oracle_think": oracle, "first_correct_think": first, "probes": [int(p) for p in probes]})
+    return out
+
+
+def oracle_summary(ar_records: Sequence[dict], oracle: Sequence[dict], modes: dict[str, dict]) -> dict:
+    """Oracle savings, and the share of them each mode captures."""
+    ar_think = statistics.fmean(r["think_tokens"] for r in ar_records)
+    o_think = statistics.fmean(o["oracle_think"] for o in oracle)
+    saving = ar_think - o_think
+    first_wrong = [not o["probes"][0] for o in oracle if o["probes"]]
+    summary = {
+        "ar_think_tokens": ar_think,
+        "oracle_think_tokens": o_think,
+        "post_answer_fraction": saving / ar_think if ar_think else 0.0,
+        "first_boundary_wrong": statistics.fmean(first_wrong) if first_wrong else 0.0,
+        "captured": {},
+    }
+    for name, m in modes.items():
+        summary["captured"][name] = (ar_think - m["think_tokens"]) / saving if saving > 0 else 0.0
+    return summary

@@ -542,12 +542,12 @@ def _starts_in_thinking(prompt: list[int], ex: ExitConfig) -> bool:
     return bool(starts) and (not ends or ends[-1] < starts[-1])
 
 
-def generate(
-    target,
-    draft=None,
-    prompts: Sequence[Sequence[int]] = (),
+def setup(
+    cfg: ModelConfig,
+    dcfg: D.DraftConfig | None,
+    prompts: list[list[int]],
     *,
-    max_new_tokens: int = 256,
+    max_new_tokens: int,
     mode: str = "ar",
     exit: ExitConfig | None = None,
     num_draft_tokens: int = 4,
@@ -555,22 +555,15 @@ def generate(
     top_k: int = 0,
     top_p: float = 1.0,
     eos_ids: Sequence[int] = (),
-    seed: int = 0,
     max_len: int | None = None,
-    stream: Callable[[list[list[int]]], None] | None = None,
-    stream_every: int = 8,
-    mesh: Mesh | str | None = None,
-) -> GenerateResult:
-    """Generate continuations of `prompts` with the target `(cfg, params)`.
+    mesh: Mesh | None = None,
+):
+    """Check the request and build what `prefill` and `decode` take.
 
-    `mode` is one of `ar`, `spec`, `specexit`, `budget`, `deer`; `spec` and `specexit` need
-    `draft=(dcfg, dparams)`. `exit` carries the thinking markers, exit thresholds and budgets.
-    `stream(new_tokens_per_row)` is called every `stream_every` rounds with the tokens produced
-    since its last call. `mesh` (a `jax.sharding.Mesh` or a spec such as `"data=2,tensor=4"`)
-    splits the model and the batch over devices; tokens are the same as on one device. Sizes (batch, bucketed prompt and output lengths, K) are static;
-    `max_new_tokens`, sampling settings, thresholds and budgets are traced.
+    Returns `(plan, knobs, prompts [B,Tp] right-padded, prompt_len [B], in_think [B])`. The plan
+    (static) fixes the bucketed sizes; the knobs (traced) carry everything else. `generate` is
+    this, then `prefill`, then `decode`; benchmarks and custom loops can call the pieces.
     """
-    cfg, tp = target
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     ex = exit or ExitConfig()
@@ -578,35 +571,23 @@ def generate(
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
         raise ValueError("need temperature >= 0, 0 < top_p <= 1 and top_k >= 0")
-    if mode in ("spec", "specexit") and draft is None:
-        raise ValueError(f"mode {mode!r} needs a draft model")
-    use_draft = draft is not None and mode != "ar"
-    dcfg, dp = draft if use_draft else (None, None)
-    if use_draft:
+    if dcfg is not None:
         D.check_compatible(dcfg, cfg)
         if num_draft_tokens < 1:
             raise ValueError(f"num_draft_tokens must be >= 1, got {num_draft_tokens}")
-    if mode == "specexit":
-        if dcfg.num_signals != 3:
-            raise ValueError("mode 'specexit' needs a draft with signal heads (num_signals=3)")
-        if ex.think_end_id is None or not ex.step_split_ids:
-            raise ValueError(
-                "mode 'specexit' needs think_end_id and step_split_ids "
-                "(from the tokenizer, or --think-end-id / --step-split-ids)"
-            )
-    if mode == "deer" and (ex.think_end_id is None or not ex.step_split_ids):
-        raise ValueError("mode 'deer' needs think_end_id and step_split_ids")
+    if mode in ("specexit", "deer") and (ex.think_end_id is None or not ex.step_split_ids):
+        raise ValueError(
+            f"mode {mode!r} needs think_end_id and step_split_ids "
+            "(from the tokenizer, or --think-end-id / --step-split-ids)"
+        )
+    if mode == "specexit" and (dcfg is None or dcfg.num_signals != 3):
+        raise ValueError("mode 'specexit' needs a draft with signal heads (num_signals=3)")
     if mode == "budget":
         if ex.think_end_id is None:
             raise ValueError("mode 'budget' needs think_end_id (from the tokenizer or --think-end-id)")
         if ex.max_think_tokens is None and not ex.min_think_tokens:
             raise ValueError("mode 'budget' needs max_think_tokens or min_think_tokens")
-    prompts = _check_prompts(prompts, cfg.vocab_size)
-    n_prompts = len(prompts)
-    if mesh is not None:
-        mesh = _mesh(mesh) if isinstance(mesh, str) else mesh
-        tp, dp, prompts = _place(mesh, cfg, tp, dcfg, dp, prompts)
-    K = num_draft_tokens if use_draft else 0
+    K = num_draft_tokens if dcfg is not None else 0
     B = len(prompts)
     longest = max(map(len, prompts))
     limit = max_len or cfg.max_position_embeddings
@@ -657,8 +638,58 @@ def generate(
     plen = jnp.asarray([len(p) for p in prompts], jnp.int32)
     in_think = jnp.asarray([_starts_in_thinking(p, ex) for p in prompts])
 
+    return plan, knobs, jnp.asarray(padded), plen, in_think
+
+
+def generate(
+    target,
+    draft=None,
+    prompts: Sequence[Sequence[int]] = (),
+    *,
+    max_new_tokens: int = 256,
+    mode: str = "ar",
+    exit: ExitConfig | None = None,
+    num_draft_tokens: int = 4,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    eos_ids: Sequence[int] = (),
+    seed: int = 0,
+    max_len: int | None = None,
+    stream: Callable[[list[list[int]]], None] | None = None,
+    stream_every: int = 8,
+    mesh: Mesh | str | None = None,
+) -> GenerateResult:
+    """Generate continuations of `prompts` with the target `(cfg, params)`.
+
+    `mode` is one of `ar`, `spec`, `specexit`, `budget`, `deer`; `spec` and `specexit` need
+    `draft=(dcfg, dparams)`. `exit` carries the thinking markers, exit thresholds and budgets.
+    `stream(new_tokens_per_row)` is called every `stream_every` rounds with the tokens produced
+    since its last call. `mesh` (a `jax.sharding.Mesh` or a spec such as `"data=2,tensor=4"`)
+    splits the model and the batch over devices; tokens are the same as on one device. Sizes
+    (batch, bucketed prompt and output lengths, K) are static; `max_new_tokens`, sampling
+    settings, thresholds and budgets are traced.
+    """
+    cfg, tp = target
+    use_draft = draft is not None and mode != "ar"
+    dcfg, dp = draft if use_draft else (None, None)
+    if mode in ("spec", "specexit") and draft is None:
+        raise ValueError(f"mode {mode!r} needs a draft model")
+    prompts = _check_prompts(prompts, cfg.vocab_size)
+    n_prompts = len(prompts)
+    if mesh is not None:
+        mesh = _mesh(mesh) if isinstance(mesh, str) else mesh
+        tp, dp, prompts = _place(mesh, cfg, tp, dcfg, dp, prompts)
+    plan, knobs, padded, plen, in_think = setup(
+        cfg, dcfg, prompts,
+        max_new_tokens=max_new_tokens, mode=mode, exit=exit,
+        num_draft_tokens=num_draft_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+        eos_ids=eos_ids, max_len=max_len, mesh=mesh,
+    )
+    B = len(prompts)
+
     t0 = time.perf_counter()
-    st = prefill(tp, dp, plan, knobs, jnp.asarray(padded), plen, in_think, jax.random.key(seed))
+    st = prefill(tp, dp, plan, knobs, padded, plen, in_think, jax.random.key(seed))
     st.n_out.block_until_ready()
     t1 = time.perf_counter()
     shown = np.zeros(B, np.int64)

@@ -124,41 +124,14 @@ def kv_bytes(cfg: ModelConfig, B: int, positions: float) -> float:
     return cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * item * positions * B
 
 
-def make_plan(cfg: ModelConfig, dcfg, K: int, prompt_len: int, max_new: int) -> G.Plan:
-    """The plan `generate` builds for these sizes (greedy, no exit policy)."""
-    Tp = G._pow2(prompt_len, 16)
-    O = G._pow2(max_new, 16) + K + 1
-    S = G._round_up(Tp + O, 128)
-    return G.Plan(
-        cfg=cfg,
-        dcfg=dcfg,
-        K=K,
-        S=S,
-        O=O,
-        windows=G._windows(S, Tp + K + 1),
-        sampling=False,
-        exit_signals=False,
-        limits=False,
-        continue_below_min=False,
-        smoothing="ewma",
-        smooth_window=8,
-        record=False,
+def make_plan(cfg: ModelConfig, dcfg, K: int, prompt_len: int, max_new: int) -> tuple[G.Plan, G.Knobs]:
+    """The plan and knobs `generate` builds for these sizes: greedy, no end-of-sequence id and no
+    thinking markers, so every row runs `max_new` tokens."""
+    plan, knobs, *_ = G.setup(
+        cfg, dcfg, [[0] * prompt_len], max_new_tokens=max_new,
+        mode="spec" if K else "ar", num_draft_tokens=max(K, 1), max_len=prompt_len + max_new + K + 1,
     )
-
-
-def make_knobs(max_new: int) -> G.Knobs:
-    """Greedy, no end-of-sequence id, no thinking markers: every row runs `max_new` tokens."""
-    none = jnp.asarray([-1], jnp.int32)
-    knobs = dict(
-        sp=SamplingParams.make(0.0),
-        ex=ExitConfig().traced(),
-        max_new=jnp.int32(max_new),
-        think_end=jnp.int32(-1),
-        continue_id=jnp.int32(-1),
-    )
-    # every id list (eos, step splits, forced and probe ids, ...) is empty: [-1]
-    ids = {f.name: none for f in dataclasses.fields(G.Knobs) if f.name not in knobs}
-    return G.Knobs(**knobs, **ids)
+    return plan, knobs
 
 
 @functools.partial(jax.jit, static_argnames=("plan", "chunk"))
@@ -245,8 +218,7 @@ def bench_ar(args, cfg, params, ceiling, keep) -> list[dict]:
 
 def _ar_one(args, cfg, params, ctx, B, rng, ceiling, keep) -> dict:
     warm = 2  # rounds run before timing; the plan is the one `generate` makes for `steps` tokens
-    plan = make_plan(cfg, None, 0, ctx, args.steps)
-    knobs = make_knobs(args.steps)
+    plan, knobs = make_plan(cfg, None, 0, ctx, args.steps)
     prompt = rng.integers(0, cfg.vocab_size, (B, ctx), dtype=np.int32)
     st = prompt_state(params, plan, knobs, jnp.asarray(prompt), fill_chunk(B, args.tiny))
     st = G.decode(params, None, plan, knobs, st, jnp.int32(warm))  # compiles the loop
@@ -322,11 +294,11 @@ def draft_loop(tp, dp, dcfg, dcache, aux, h, tok, start, K: int, iters: int, win
 
 def bench_spec(args, cfg, params, ceiling) -> dict:
     ctx, B, Kmax = args.contexts[0], 1, args.max_k
-    plan = make_plan(cfg, None, Kmax, ctx, args.steps)
+    plan, knobs = make_plan(cfg, None, 0, ctx, args.steps + Kmax + 1)
     window = min(w for w in plan.windows if w >= ctx + Kmax + 1)
     rng = np.random.default_rng(1)
     prompt = jnp.asarray(rng.integers(0, cfg.vocab_size, (B, ctx), dtype=np.int32))
-    cache = prompt_state(params, plan, make_knobs(args.steps), prompt, fill_chunk(B, args.tiny)).tcache
+    cache = prompt_state(params, plan, knobs, prompt, fill_chunk(B, args.tiny)).tcache
     start = jnp.full((B,), ctx, jnp.int32)
 
     verify_s = {}

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-MODES = ("ar", "spec", "specexit", "budget")
+MODES = ("ar", "spec", "specexit", "budget", "deer")
 SIGNALS = ("confidence", "progress", "remain")
 STREAM_EVERY = 8  # rounds between two streamed chunks
 
@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode",
         choices=MODES,
         help="ar: plain decoding; spec: speculative decoding (needs --draft); specexit: spec plus "
-        "the exit policy; budget: thinking budgets only (with the draft when given). Default: "
+        "the exit policy; budget: thinking budgets only (with the draft when given); deer: the "
+        "answer-probing baseline (trial answer at each step boundary). Default: "
         "specexit when the draft has signal heads and the thinking markers are known, spec with "
         "another draft, ar without one",
     )
@@ -251,6 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--closing-text", metavar="TEXT", help="text inserted before a forced </think> (needs a tokenizer)"
+    )
+    g.add_argument(
+        "--probe-text",
+        metavar="TEXT",
+        default="",
+        help="deer: text after the trial </think> before the trial answer (needs a tokenizer)",
+    )
+    g.add_argument("--probe-tokens", type=_int(1), default=8, help="deer: trial-answer tokens (default 8)")
+    g.add_argument(
+        "--probe-threshold", type=_float, default=0.95, help="deer: exit when the trial answer's mean token probability passes this"
     )
     g.add_argument(
         "--record-signals",
@@ -441,7 +452,10 @@ def _run(args) -> int:
 
     try:
         tok = load_tokenizer_if_present(
-            target, think_end_id=args.think_end_id, step_split_ids=args.step_split_ids
+            target,
+            think_end_id=args.think_end_id,
+            step_split_ids=args.step_split_ids,
+            require_markers=args.mode in ("specexit", "budget", "deer"),
         )
     except (ValueError, OSError):
         raise
@@ -461,18 +475,21 @@ def _run(args) -> int:
     if args.closing_text and tok is None:
         raise ValueError(f"--closing-text needs a tokenizer and {target} holds none")
     closing = tuple(tok.encode(args.closing_text)) if args.closing_text else ()
+    if args.probe_text and tok is None:
+        raise ValueError(f"--probe-text needs a tokenizer and {target} holds none")
+    probe = tuple(tok.encode(args.probe_text)) if args.probe_text else ()
 
     mode = args.mode
     if mode is None:
         markers = think_end is not None and bool(split)
         mode = "ar" if dcfg is None else "specexit" if dcfg.num_signals and markers else "spec"
-    if mode in ("specexit", "budget") and think_end is None:
+    if mode in ("specexit", "budget", "deer") and think_end is None:
         raise ValueError(
             f"--mode {mode} needs the </think> id: give --think-end-id (the target has no tokenizer)"
         )
-    if mode == "specexit" and not split:
+    if mode in ("specexit", "deer") and not split:
         raise ValueError(
-            "--mode specexit needs step-split ids: give --step-split-ids (the target has no tokenizer)"
+            f"--mode {mode} needs step-split ids: give --step-split-ids (the target has no tokenizer)"
         )
     if mode == "budget" and args.max_think_tokens is None and not args.min_think_tokens:
         raise ValueError("--mode budget needs --max-think-tokens or --min-think-tokens")
@@ -493,6 +510,7 @@ def _run(args) -> int:
         ("--step-split-ids", split),
         ("--eos-ids", eos),
         ("--closing-text", closing),
+        ("--probe-text", probe),
     ):
         _check_ids(name, ids, V)
     K = args.num_draft_tokens if dcfg is not None and mode != "ar" else 0
@@ -523,6 +541,9 @@ def _run(args) -> int:
         continue_below_min=args.continue_below_min,
         closing_ids=closing,
         record_signals=args.record_signals,
+        probe_ids=probe,
+        probe_tokens=args.probe_tokens,
+        probe_threshold=args.probe_threshold,
     )
     cfg, params = load_checkpoint(target)
     dc = load_checkpoint(draft) if draft is not None and mode != "ar" else None

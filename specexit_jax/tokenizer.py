@@ -34,8 +34,9 @@ class Tokenizer:
 
     ``think_end_id`` and ``step_split_ids`` override the vocabulary lookup
     (the ``--think-end-id`` and ``--step-split-ids`` command-line options).
-    Raises ``FileNotFoundError`` when ``path`` holds no tokenizer and
-    ``ValueError`` when a marker is neither found nor given.
+    Raises ``FileNotFoundError`` when ``path`` holds no tokenizer and, unless
+    ``require_markers`` is False (plain decoding of a non-reasoning model), ``ValueError``
+    when a marker is neither found nor given; without it, missing markers are ``None`` / ``()``.
     """
 
     def __init__(
@@ -44,6 +45,7 @@ class Tokenizer:
         *,
         think_end_id: int | None = None,
         step_split_ids: Sequence[int] | None = None,
+        require_markers: bool = True,
     ) -> None:
         folder = Path(path)
         if not has_tokenizer_files(folder):
@@ -52,10 +54,10 @@ class Tokenizer:
         vocab = self._tok.get_vocab()
         self._think_start_id = vocab.get(THINK_START)
         self._think_end_id = think_end_id if think_end_id is not None else vocab.get(THINK_END)
-        if self._think_end_id is None:
+        if self._think_end_id is None and require_markers:
             raise ValueError(f"tokenizer in {folder} has no {THINK_END} token; pass its id with --think-end-id")
         self._step_split_ids = tuple(step_split_ids) if step_split_ids else self._find_step_split_ids(vocab)
-        if not self._step_split_ids:
+        if not self._step_split_ids and require_markers:
             raise ValueError(
                 f"tokenizer in {folder} has no blank-line (step-split) token; pass ids with --step-split-ids"
             )
@@ -90,7 +92,7 @@ class Tokenizer:
         return self._think_start_id
 
     @property
-    def think_end_id(self) -> int:
+    def think_end_id(self) -> int | None:
         """Id of ``</think>``, which closes the thinking."""
         return self._think_end_id
 
@@ -139,8 +141,11 @@ def load_tokenizer_if_present(
     *,
     think_end_id: int | None = None,
     step_split_ids: Sequence[int] | None = None,
+    require_markers: bool = True,
 ) -> Tokenizer | None:
     """The tokenizer in ``path``, or ``None`` when the folder holds no tokenizer files."""
     if not has_tokenizer_files(path):
         return None
-    return Tokenizer(path, think_end_id=think_end_id, step_split_ids=step_split_ids)
+    return Tokenizer(
+        path, think_end_id=think_end_id, step_split_ids=step_split_ids, require_markers=require_markers
+    )

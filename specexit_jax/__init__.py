@@ -5,6 +5,7 @@ thinking.
     sx.convert_hf(hf_dir, out_dir, dtype="bfloat16")     # HF target or EAGLE-3 draft -> ours
     cfg, params = sx.load_checkpoint(path)
     logits = sx.target_logits(params, cfg, tokens)         # int32[B,T] -> float32[B,T,V]
+    res = sx.generate((cfg, params), (dcfg, dparams), prompts, mode="specexit", exit=sx.ExitConfig(...))
 
 Names are imported on first use, so command lines (`python -m specexit_jax.convert --help`) start
 without loading what they do not need.
@@ -20,6 +21,9 @@ _EXPORTS = {
     "load_checkpoint": "specexit_jax.checkpoint",
     "save_checkpoint": "specexit_jax.checkpoint",
     "convert_hf": "specexit_jax.convert",
+    "generate": "specexit_jax.engine",
+    "GenerateResult": "specexit_jax.engine",
+    "ExitConfig": "specexit_jax.exit",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -159,9 +159,8 @@ def to_target_ids(dp: dict, draft_ids: jax.Array) -> jax.Array:
 
 
 def to_target_probs(dp: dict, dcfg: DraftConfig, probs: jax.Array) -> jax.Array:
-    """Draft-vocab distribution `[...,Vd]` -> the same distribution over target ids `[...,V]`."""
-    if dcfg.draft_vocab_size == dcfg.vocab_size:
-        return probs
+    """Draft-vocab distribution `[...,Vd]` -> the same distribution over target ids `[...,V]`
+    (through `d2t` even when the sizes match: a draft may order its vocab differently)."""
     ids = to_target_ids(dp, jnp.arange(dcfg.draft_vocab_size))
     out = jnp.zeros(probs.shape[:-1] + (dcfg.vocab_size,), probs.dtype)
     return out.at[..., ids].set(probs)

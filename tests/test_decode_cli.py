@@ -21,7 +21,7 @@ from specexit_jax.config import ModelConfig
 from specexit_jax.demo.tokenizer_build import build_tokenizer, vocabulary
 from specexit_jax.draft import DraftConfig
 from specexit_jax.exit import ExitConfig
-from specexit_jax.generate import generate
+from specexit_jax.engine import generate
 from specexit_jax.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -60,7 +60,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from specexit_jax import draft as D  # noqa: E402
-from specexit_jax import generate as G  # noqa: E402
+from specexit_jax import engine as G  # noqa: E402
 from specexit_jax import model as M  # noqa: E402
 from specexit_jax.config import ModelConfig  # noqa: E402
 from specexit_jax.exit import ExitConfig  # noqa: E402

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from specexit_jax.generate import MODES
+from specexit_jax.engine import MODES
 
 BENCHMARK_CHOICES = ("demo", "gsm8k", "math500", "aime24", "aime25", "aime")
 

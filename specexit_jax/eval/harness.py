@@ -14,7 +14,7 @@ import statistics
 from typing import Callable, Sequence
 
 from specexit_jax.exit import ExitConfig
-from specexit_jax.generate import generate
+from specexit_jax.engine import generate
 
 
 @dataclasses.dataclass(frozen=True)

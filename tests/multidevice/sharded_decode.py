@@ -12,7 +12,7 @@ from specexit_jax import model as M  # noqa: E402
 from specexit_jax.checkpoint import load_checkpoint, param_shapes, save_checkpoint  # noqa: E402
 from specexit_jax.config import ModelConfig  # noqa: E402
 from specexit_jax.exit import ExitConfig  # noqa: E402
-from specexit_jax.generate import generate  # noqa: E402
+from specexit_jax.engine import generate  # noqa: E402
 from specexit_jax.sharding import make_mesh, param_shardings  # noqa: E402
 
 assert len(jax.devices()) == 8

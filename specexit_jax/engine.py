@@ -1,4 +1,4 @@
-"""Generation: batched prefill, then one jitted `lax.while_loop` of speculative rounds.
+"""The generation engine: batched prefill, then one jitted `lax.while_loop` of speculative rounds.
 
 Every mode is the same round with different static settings:
 
@@ -226,7 +226,8 @@ def _commit(plan: Plan, knobs: Knobs, st: DecodeState, e, c, sig, accept_n):
     if plan.limits:
         F = knobs.forced_ids.shape[0]
         allowed = knobs.ex.max_think - (F - 1) - st.think_count
-        over = monitor & (n_think >= allowed) & ~(natural & (think_at <= allowed))
+        # A natural </think> right at the limit still gets the closing text, as with K = 0.
+        over = monitor & (n_think >= allowed) & ~(natural & (think_at < allowed))
         cut = jnp.where(over, allowed, cut)
         reason = jnp.where(over, _BUDGET, reason)
     lo = knobs.ex.min_think - st.think_count - 1
@@ -458,6 +459,7 @@ def prefill(tp, dp, plan: Plan, knobs: Knobs, prompts, prompt_len, in_think, key
     hidden, sig = (None, None) if dp is None else D.project(dp, plan.dcfg, aux)
     sig_last = None if sig is None else jnp.pad(_at(sig, prompt_len - 1)[:, None], ((0, 0), (0, K1 - 1), (0, 0)))
     st, e, c, _ = _commit(plan, knobs, st, e, jnp.ones((B,), jnp.int32), sig_last, jnp.zeros((B,), jnp.int32))
+    st = st.replace(proposed=jnp.zeros_like(st.proposed))  # the prefill proposes no drafts
     if dp is not None:
         # Draft pairs (feature t, token t+1); the pair at the last prompt position takes `first`.
         toks = jnp.concatenate([prompts[:, 1:], jnp.zeros((B, 1), jnp.int32)], axis=1)

@@ -149,12 +149,18 @@ def _as_tuple(axis) -> tuple[str, ...]:
     return () if axis is None else (axis,) if isinstance(axis, str) else tuple(axis)
 
 
+def param_specs(mesh_shape: Mapping[str, int], params_or_shapes) -> dict:
+    """A `PartitionSpec` per leaf of a params pytree (arrays or `ShapeDtypeStruct`s) for a mesh of
+    `mesh_shape` (e.g. `{"data": 1, "fsdp": 8, "tensor": 1}`); no devices needed."""
+    return jax.tree_util.tree_map_with_path(
+        lambda p, x: leaf_spec(_path_name(p), x.shape, mesh_shape), params_or_shapes
+    )
+
+
 def param_shardings(mesh: Mesh, params_or_shapes) -> dict:
     """A `NamedSharding` per leaf of a params pytree (arrays or `ShapeDtypeStruct`s)."""
-    mesh_shape = dict(mesh.shape)
-    return jax.tree_util.tree_map_with_path(
-        lambda p, x: NamedSharding(mesh, leaf_spec(_path_name(p), x.shape, mesh_shape)), params_or_shapes
-    )
+    specs = param_specs(dict(mesh.shape), params_or_shapes)
+    return jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -181,6 +187,7 @@ __all__ = [
     "leaf_spec",
     "make_mesh",
     "param_shardings",
+    "param_specs",
     "parse_mesh_spec",
     "replicated",
 ]

@@ -269,6 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the raw and smoothed signals of every token (in the --json stats)",
     )
 
+    g = p.add_argument_group("devices")
+    g.add_argument(
+        "--mesh",
+        metavar="SPEC",
+        help="split the model and batch over devices, e.g. tensor=4 or data=2,tensor=4 "
+        "(axes data, fsdp, tensor; default: one device)",
+    )
+
     g = p.add_argument_group("output")
     g.add_argument(
         "--json",
@@ -523,7 +531,7 @@ def _run(args) -> int:
 
     from specexit_jax.checkpoint import load_checkpoint
     from specexit_jax.exit import ExitConfig
-    from specexit_jax.generate import generate
+    from specexit_jax.engine import generate
 
     ex = ExitConfig(
         signals=tuple(args.exit_signals),
@@ -568,6 +576,7 @@ def _run(args) -> int:
         seed=args.seed,
         stream=progress,
         stream_every=STREAM_EVERY,
+        mesh=args.mesh,
     )
     steady, row_rates = progress.steady_rates()
     total = sum(len(t) for t in res.tokens)
@@ -594,7 +603,39 @@ def _run(args) -> int:
     for b, row in enumerate(res.stats):
         rate = row_rates[b] if row_rates[b] is not None else row["new_tokens"] / max(timing["decode_s"], 1e-9)
         print(_summary(b, row, rate), file=sys.stderr)
+    if demo and not args.prompts:
+        _demo_report(args, (cfg, params), dc, prompts[0], res, tok, mode, ex, eos)
     return 0
+
+
+def _demo_report(args, target, draft, prompt, res, tok, mode, ex, eos) -> None:
+    """For the demo problem: the answer and its grade, then the same problem timed (compiled
+    programs, so no compilation counted) with this mode and with plain decoding."""
+    from specexit_jax.demo.task import extract_answer, is_correct
+    from specexit_jax.engine import generate
+
+    question = _demo_question(args.seed)
+    text = tok.decode(res.tokens[0])
+    verdict = "correct" if is_correct(question, text) else "wrong"
+    print(f"answer: {extract_answer(text)} ({verdict}; {question})", file=sys.stderr)
+    if mode == "ar":
+        return
+    kw = dict(max_new_tokens=args.max_new_tokens, exit=ex, num_draft_tokens=args.num_draft_tokens,
+              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, eos_ids=eos, seed=args.seed)
+    ours = generate(target, draft, [prompt], mode=mode, **kw)
+    generate(target, None, [prompt], mode="ar", **kw)  # compile
+    plain = generate(target, None, [prompt], mode="ar", **kw)
+    t_ours = sum(ours.timing.values())
+    t_plain = sum(plain.timing.values())
+    a, o = plain.stats[0], ours.stats[0]
+    print(
+        f"{mode}: {o['new_tokens']} tokens ({o['think_tokens']} thinking) in {t_ours:.3f} s, "
+        f"tau {o['tau']:.2f} | ar: {a['new_tokens']} tokens ({a['think_tokens']} thinking) in "
+        f"{t_plain:.3f} s | {t_plain / max(t_ours, 1e-9):.2f}x faster, "
+        f"{a['think_tokens'] - o['think_tokens']} fewer thinking tokens; plain answer "
+        f"{'correct' if is_correct(question, tok.decode(plain.tokens[0])) else 'wrong'}",
+        file=sys.stderr,
+    )
 
 
 def _one_line(e: BaseException) -> str:

@@ -1,0 +1,80 @@
+"""Rebuild the bundled demo model from nothing: target LM, traces with probes, SpecExit draft.
+
+    python tools/build_demo.py [--work runs/demo] [--install] [--quick]
+
+1. train the demo target from scratch on the synthetic task (configs/demo_target.yaml; a few
+   minutes on one GPU, about 2.3M tokens/s on an H200; far longer on a CPU);
+2. sample its own thinking traces (temperature 1, so slips and re-checks occur as in the task) and
+   probe every step boundary: force `</think>`, decode the answer, grade it;
+3. train the draft with signal heads on those traces (configs/demo_draft.yaml);
+4. with `--install`, copy both checkpoints into specexit_jax/demo/assets/ (what the package ships).
+
+Each step is the project's own command line, so this script is also a worked example of the
+pipeline for a real model. `--quick` runs every step at toy size to check the pipeline (minutes on
+a CPU; the result is not a useful model). `--skip-target CKPT` starts from an existing target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "specexit_jax" / "demo" / "assets"
+
+
+def run(*args: str) -> None:
+    print("+", " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", *args], cwd=ROOT, check=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default="runs/demo", help="working folder (default runs/demo)")
+    ap.add_argument("--skip-target", metavar="CKPT", help="use this target checkpoint instead of training one")
+    ap.add_argument("--train-traces", type=int, default=1536, help="training traces (default 1536)")
+    ap.add_argument("--eval-traces", type=int, default=128, help="evaluation traces (default 128)")
+    ap.add_argument("--draft-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a key of configs/demo_draft.yaml (repeatable)")
+    ap.add_argument("--quick", action="store_true", help="toy sizes, to check the pipeline")
+    ap.add_argument("--install", action="store_true", help="copy the result into the package")
+    args = ap.parse_args(argv)
+    work = Path(args.work)
+    if not work.is_absolute():
+        work = ROOT / work
+    n_train, n_eval = (64, 16) if args.quick else (args.train_traces, args.eval_traces)
+    quick_target = ["--steps", "20", "--set", "data.train=demo:2000:0"] if args.quick else []
+    quick_draft = ["--steps", "10"] if args.quick else []
+
+    if args.skip_target:
+        target = Path(args.skip_target)
+    else:
+        run("specexit_jax.train", "--config", "configs/demo_target.yaml", "--out", str(work / "target"),
+            *quick_target)
+        target = work / "target" / "final"
+    traces = work / "traces"
+    traces.mkdir(parents=True, exist_ok=True)
+    for name, n, seed in (("train", n_train, 7), ("eval", n_eval, 8)):
+        run("specexit_jax.traces", "--target", str(target), "--prompts", f"demo:{n}:{seed}",
+            "--out", str(traces / f"{name}.jsonl"), "--max-new-tokens", "384", "--batch-size", "128",
+            "--temperature", "1.0", "--probe-answer-tokens", "8", "--overwrite")
+    sets = [x for kv in args.draft_set for x in ("--set", kv)]
+    run("specexit_jax.train", "--config", "configs/demo_draft.yaml", "--target", str(target),
+        "--traces", str(traces / "train.jsonl"), "--set", f'data.eval="{traces / "eval.jsonl"}"',
+        "--out", str(work / "draft"), *sets, *quick_draft)
+    draft = work / "draft" / "final"
+    if args.install:
+        for src, name in ((target, "target"), (draft, "draft")):
+            dst = ASSETS / name
+            if dst.exists():
+                shutil.rmtree(dst)
+            shutil.copytree(src, dst)
+        print(f"installed into {ASSETS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

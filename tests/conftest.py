@@ -27,3 +27,13 @@ def fp32_matmuls():
     """Full-precision fp32 matmuls for numeric comparisons (GPUs default to TF32)."""
     with jax.default_matmul_precision("highest"):
         yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` run only where JAX has a GPU."""
+    if jax.default_backend() == "gpu":
+        return
+    skip = pytest.mark.skip(reason="needs a GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,41 @@
+"""On a GPU: the decode loop gives the tokens of an independent argmax loop, and sampling never
+emits ids the demo model was never trained to produce. (Skipped without a GPU; the same checks
+run on CPU in test_generate.py.)"""
+
+import jax.numpy as jnp
+import pytest
+
+from specexit_jax.checkpoint import load_checkpoint
+from specexit_jax.demo import demo_checkpoints, task
+from specexit_jax.engine import generate
+from specexit_jax.model import target_logits
+from specexit_jax.tokenizer import Tokenizer
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def demo():
+    path, _ = demo_checkpoints()
+    cfg, params = load_checkpoint(path)
+    tok = Tokenizer(path)
+    prompts = [tok.encode(task.render_prompt(s)) for s in task.make_dataset(8, seed=321)]
+    return cfg, params, tok, prompts
+
+
+def test_greedy_generate_equals_argmax_loop_on_gpu(demo, fp32_matmuls):
+    cfg, params, tok, prompts = demo
+    n = 48
+    got = generate((cfg, params), None, prompts, max_new_tokens=n).tokens
+    for p, out in zip(prompts, got):
+        seq = list(p)
+        for _ in range(n):
+            seq.append(int(jnp.argmax(target_logits(params, cfg, jnp.asarray([seq]))[0, -1])))
+        assert out == seq[len(p):]
+
+
+def test_sampling_never_emits_padding_on_gpu(demo):
+    cfg, params, tok, prompts = demo
+    res = generate((cfg, params), None, prompts * 16, max_new_tokens=128, temperature=0.6,
+                   eos_ids=tok.eos_ids, seed=0)
+    assert sum(t.count(tok.pad_id) for t in res.tokens) == 0

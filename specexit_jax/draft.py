@@ -105,18 +105,41 @@ def check_compatible(dcfg: DraftConfig, cfg: ModelConfig) -> None:
         )
 
 
-def project(dp: dict, dcfg: DraftConfig, aux: jax.Array) -> tuple[jax.Array, jax.Array | None]:
-    """`fc`: features `[B,T,3Ht]` -> draft hidden `[B,T,Hd]` and signals `[B,T,3]` (or None)."""
+def project_raw(dp: dict, dcfg: DraftConfig, aux: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+    """`fc`: features `[B,T,3Ht]` -> draft hidden `[B,T,Hd]` and the raw signal outputs `r`
+    `[B,T,3]` in fp32 (None for a draft without signals)."""
     y = jnp.einsum("btf,fh->bth", aux.astype(dp["fc"].dtype), dp["fc"])
     Hd = dcfg.hidden_size
-    if not dcfg.num_signals:
-        return y, None
-    return y[..., :Hd], signals_from_raw(y[..., Hd:].astype(jnp.float32))
+    return y[..., :Hd], (y[..., Hd:].astype(jnp.float32) if dcfg.num_signals else None)
+
+
+def project(dp: dict, dcfg: DraftConfig, aux: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+    """`fc`: features `[B,T,3Ht]` -> draft hidden `[B,T,Hd]` and signals `[B,T,3]` (or None)."""
+    h, r = project_raw(dp, dcfg, aux)
+    return h, None if r is None else signals_from_raw(r)
 
 
 def signals_from_raw(r: jax.Array) -> jax.Array:
     """Raw signal outputs `[...,3]` -> (confidence, progress, remain)."""
     return jnp.stack([jax.nn.sigmoid(r[..., 0]), jax.nn.sigmoid(r[..., 1]), jnp.exp(r[..., 2])], -1)
+
+
+def attention_inputs(dp: dict, dcfg: DraftConfig, embed, tokens, hidden, positions):
+    """The layer's input side: `[input_norm(embed(tokens)), hidden_norm(hidden)]` (2Hd) -> q
+    `[B,T,N,D]`, k, v `[B,T,Kv,D]` (RoPE applied)."""
+    eps = dcfg.rms_norm_eps
+    emb = (dp["embed"] if dcfg.has_embed else embed)[tokens].astype(hidden.dtype)
+    x = jnp.concatenate([rms_norm(emb, dp["input_norm"], eps), rms_norm(hidden, dp["hidden_norm"], eps)], -1)
+    inv_freq = rope_inv_freq(dcfg.head_dim, dcfg.rope_theta, dcfg.rope_scaling)
+    q = apply_rope(jnp.einsum("btx,xnd->btnd", x, dp["wq"]), positions, inv_freq)
+    k = apply_rope(jnp.einsum("btx,xkd->btkd", x, dp["wk"]), positions, inv_freq)
+    return q, k, jnp.einsum("btx,xkd->btkd", x, dp["wv"])
+
+
+def layer_output(dp: dict, dcfg: DraftConfig, hidden: jax.Array, o: jax.Array) -> jax.Array:
+    """The layer's output side: attention output `o [B,T,N,D]` -> residual + MLP `[B,T,Hd]`."""
+    h = hidden + jnp.einsum("btnd,ndh->bth", o, dp["wo"])
+    return h + gated_mlp(rms_norm(h, dp["post_norm"], dcfg.rms_norm_eps), dp)
 
 
 def step(
@@ -131,17 +154,10 @@ def step(
     window: int | None = None,
 ) -> tuple[jax.Array, KVCache | None]:
     """The draft layer over `T` pairs: `tokens [B,T]`, `hidden [B,T,Hd]` -> output hidden `[B,T,Hd]`."""
-    eps = dcfg.rms_norm_eps
-    emb = (dp["embed"] if dcfg.has_embed else embed)[tokens].astype(hidden.dtype)
-    x = jnp.concatenate([rms_norm(emb, dp["input_norm"], eps), rms_norm(hidden, dp["hidden_norm"], eps)], -1)
-    inv_freq = rope_inv_freq(dcfg.head_dim, dcfg.rope_theta, dcfg.rope_scaling)
-    q = apply_rope(jnp.einsum("btx,xnd->btnd", x, dp["wq"]), positions, inv_freq)
-    k = apply_rope(jnp.einsum("btx,xkd->btkd", x, dp["wk"]), positions, inv_freq)
-    v = jnp.einsum("btx,xkd->btkd", x, dp["wv"])
+    q, k, v = attention_inputs(dp, dcfg, embed, tokens, hidden, positions)
     layer_cache = None if cache is None else (cache.k[0], cache.v[0])
     o, layer_cache = cached_attention(q, k, v, positions, layer_cache, window)
-    h = hidden + jnp.einsum("btnd,ndh->bth", o, dp["wo"])
-    h = h + gated_mlp(rms_norm(h, dp["post_norm"], eps), dp)
+    h = layer_output(dp, dcfg, hidden, o)
     if cache is not None:
         cache = KVCache(k=(layer_cache[0],), v=(layer_cache[1],))
     return h, cache

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from specexit_jax import draft as D
 from specexit_jax import model as M
-from specexit_jax.config import ModelConfig
 from specexit_jax.exit import (
     ExitConfig,
     ewma_update,
@@ -27,6 +26,9 @@ from specexit_jax.exit import (
     window_update,
 )
 from specexit_jax.engine import decode, generate, prefill
+
+import worlds
+from worlds import CFG, DCFG, T_REF, V, cycle_world
 
 PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -147,13 +149,8 @@ def test_exit_config_rejects_bad_settings():
 # Models. Every loop test below uses these shapes (3 prompts bucketed to 64 tokens, K = 4,
 # max_new_tokens = 32), so each (mode, closing length) compiles once.
 
-V = 64
-CFG = ModelConfig(vocab_size=V, hidden_size=64, intermediate_size=128, num_layers=4, num_heads=4,
-                  num_kv_heads=2, head_dim=16, qk_norm=True)
-DCFG = D.DraftConfig.for_target(CFG)
 K = 4
 MAX_NEW = 32
-T_REF = 128
 PASS = dict(confidence=0.4, progress=0.3, remain=200.0)  # constant signals pass these
 NEVER = dict(confidence=0.995, progress=0.3, remain=200.0)
 
@@ -166,57 +163,8 @@ def _constant_signals(dp: dict) -> dict:
 
 
 def random_world():
-    tp = M.init_params(CFG, jax.random.key(0), scale=0.4)
-    dp = _constant_signals(D.init_params(DCFG, jax.random.key(1), scale=0.3))
-    return tp, dp
-
-
-def cycle_world(seed: int = 0):
-    """A target whose greedy next token is `f(last)` (one cycle through the vocab: every layer's
-    `wo` and `w_down` are zero, the embeddings one-hot, the head a lookup table), and a draft
-    that predicts it exactly: `fc` maps the feature of token `t` to a point on a circle at
-    angle `pos(f(t))`, the draft's MLP rotates by one step, its head reads the angle, and `d2t`
-    maps cycle positions back to token ids. Every draft is accepted."""
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(V)  # position on the cycle -> token id
-    pos = np.argsort(perm)
-    f = np.empty(V, np.int64)
-    f[perm] = perm[(np.arange(V) + 1) % V]
-    H = CFG.hidden_size
-    tp = jax.tree.map(np.array, M.init_params(CFG, jax.random.key(seed), scale=0.4))
-    tp["embed"] = np.eye(V, H, dtype=np.float32) * 2.0
-    for lp in tp["layers"]:
-        lp["wo"][:] = 0.0
-        lp["w_down"][:] = 0.0
-    lm = 0.1 * rng.standard_normal((H, V)).astype(np.float32)
-    lm[np.arange(V), f] = 3.0
-    tp["lm_head"] = lm
-    dp = jax.tree.map(np.array, D.init_params(DCFG, jax.random.key(seed + 1), scale=0.3))
-    Hd, F = DCFG.hidden_size, DCFG.intermediate_size
-    step = 2 * np.pi / V
-    circle = lambda a: np.stack([np.cos(step * a), np.sin(step * a), np.ones(np.shape(a))], -1)
-    fc = np.zeros((3 * H, Hd + 3), np.float32)
-    fc[np.arange(V), :3] = circle(pos + 1) / 2.0  # feature of token t -> position of f(t)
-    dp["fc"] = fc
-    dp["wo"][:] = 0.0
-    rms2 = 2.0 / Hd  # mean square of the draft hidden (|h|^2 = 2)
-    gate = 40.0 * np.sqrt(rms2)  # silu(40) = 40 to fp32 precision: the MLP is linear in h
-    dp["w_gate"] = np.zeros((Hd, F), np.float32)
-    dp["w_gate"][2, :2] = gate
-    dp["w_up"] = np.zeros((Hd, F), np.float32)
-    dp["w_up"][0, 0] = dp["w_up"][1, 1] = 1.0
-    rot = np.array([[np.cos(step), -np.sin(step)], [np.sin(step), np.cos(step)]])
-    dp["w_down"] = np.zeros((F, Hd), np.float32)
-    dp["w_down"][:2, :2] = ((rot - np.eye(2)) * rms2 / gate).T
-    dp["lm_head"] = np.zeros((Hd, V), np.float32)
-    dp["lm_head"][0] = 10 * np.cos(step * np.arange(V))
-    dp["lm_head"][1] = 10 * np.sin(step * np.arange(V))
-    dp["d2t"] = (perm - np.arange(V)).astype(np.int32)
-    return jax.tree.map(jnp.asarray, tp), jax.tree.map(jnp.asarray, dp), f, perm
-
-
-# ------------------------------------------------------------------------------------------------
-# The token-level reference
+    tp, dp = worlds.random_world()
+    return tp, _constant_signals(dp)
 
 
 def policy_reference(tp, prompts, n, *, think_end, splits=(), exit_on_split=False, min_think=0,

@@ -6,7 +6,6 @@ sampling, streaming, and the errors users can cause.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -15,31 +14,9 @@ from specexit_jax import model as M
 from specexit_jax.config import ModelConfig
 from specexit_jax.engine import decode, generate, prefill
 
-V = 64
-CFG = ModelConfig(vocab_size=V, hidden_size=64, intermediate_size=128, num_layers=4, num_heads=4,
-                  num_kv_heads=2, head_dim=16, qk_norm=True)
-DCFG = D.DraftConfig.for_target(CFG)
+from worlds import CFG, DCFG, V, greedy_reference
+
 MAX_NEW = 16  # every call below with max_new_tokens <= 16 shares one output bucket
-T_REF = 128
-
-
-def greedy_reference(tp, prompts, n, T=T_REF):
-    """Greedy decoding by repeated full (cache-free) target passes over right-padded rows (causal,
-    so the padding does not reach the position read); also the smallest gap between the best and
-    second-best logit met on the way (how safe an exact comparison is)."""
-    B = len(prompts)
-    seqs = [list(p) for p in prompts]
-    gap = np.inf
-    for _ in range(n):
-        buf = np.zeros((B, T), np.int32)
-        for b, s in enumerate(seqs):
-            buf[b, : len(s)] = s
-        logits = np.asarray(M.target_logits(tp, CFG, jnp.asarray(buf)))
-        for b, s in enumerate(seqs):
-            top2 = np.sort(logits[b, len(s) - 1])[-2:]
-            gap = min(gap, top2[1] - top2[0])
-            s.append(int(logits[b, len(s) - 1].argmax()))
-    return [s[len(p):] for s, p in zip(seqs, prompts)], gap
 
 
 def ar(tp, prompts, max_new=MAX_NEW, **kw):

@@ -25,7 +25,7 @@ from specexit_jax.train import config as C
 from specexit_jax.train import data, trainer
 from specexit_jax.train.__main__ import main as train_main
 from specexit_jax.train.losses import LossConfig, signal_losses, target_view
-from specexit_jax.train.ttt import split_fc, unroll
+from specexit_jax.train.ttt import unroll
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(vocab_size=116, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -94,7 +94,7 @@ def test_unrolled_draft_equals_the_decode_chain():
     x = jax.random.randint(jax.random.key(2), (1, T), 0, cfg.vocab_size)
     positions = jnp.arange(T)[None]
     aux = M.forward(tp, cfg, x, positions)[1]
-    hidden0, raw = split_fc(dp, dcfg, aux)
+    hidden0, raw = D.project_raw(dp, dcfg, aux)
     h_ref, sig_ref = D.project(dp, dcfg, aux)
     np.testing.assert_array_equal(hidden0, h_ref)
     np.testing.assert_allclose(D.signals_from_raw(raw), sig_ref, rtol=1e-6)

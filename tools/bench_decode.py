@@ -63,8 +63,6 @@ from specexit_jax import draft as D  # noqa: E402
 from specexit_jax import engine as G  # noqa: E402
 from specexit_jax import model as M  # noqa: E402
 from specexit_jax.config import ModelConfig  # noqa: E402
-from specexit_jax.exit import ExitConfig  # noqa: E402
-from specexit_jax.sampling import SamplingParams  # noqa: E402
 
 QWEN3_4B = ModelConfig(
     vocab_size=151936,

@@ -36,7 +36,7 @@ import optax
 from specexit_jax import draft as D
 from specexit_jax import model as M
 from specexit_jax.config import ModelConfig
-from specexit_jax.train.ttt import shift_left, split_fc, unroll
+from specexit_jax.train.ttt import shift_left, unroll
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +111,7 @@ def draft_loss(dp, dcfg: D.DraftConfig, embed, aux, target_logits, batch: dict, 
     `aux [B,T,3Ht]` and `target_logits [B,T,V]` come from the frozen target over
     `batch["tokens"] [B,T]`; `batch` holds the row fields of `labels.trace_row`.
     """
-    hidden0, raw = split_fc(dp, dcfg, aux)
+    hidden0, raw = D.project_raw(dp, dcfg, aux)
     outs = unroll(dp, dcfg, embed, batch["tokens"], hidden0, cfg.unroll)
     draft_ids = D.to_target_ids(dp, jnp.arange(dcfg.draft_vocab_size))
     probs, top1 = target_view(target_logits, draft_ids)

@@ -60,7 +60,6 @@ from specexit_jax.config import ModelConfig
 from specexit_jax.train import data as data_lib
 from specexit_jax.train.config import TrainConfig
 from specexit_jax.train.losses import auroc, draft_loss, lm_loss
-from specexit_jax.train.ttt import split_fc
 
 FINAL = "final"
 
@@ -209,7 +208,7 @@ def draft_task(cfg: TrainConfig, mesh, tok, tok_dir: Path | None) -> Task:
         return draft_loss({**params, **consts}, dcfg, frozen["embed"], aux, logits, batch, lcfg)
 
     def probe(params, consts, frozen, batch):
-        _, raw = split_fc({**params, **consts}, dcfg, features(frozen, batch["tokens"])[1])
+        _, raw = D.project_raw({**params, **consts}, dcfg, features(frozen, batch["tokens"])[1])
         return jax.nn.sigmoid(raw[..., 0])
 
     def export(params, consts, out: Path):

@@ -7,7 +7,7 @@ position `t`; its output predicts `x[t+2]`. Step `i > 0` at index `t` is the cha
 step after the real position `t`: hidden = the step `i-1` output at index `t`, token `x[t+1+i]`
 (ground truth, as in EAGLE-3), RoPE position `t+i`; it predicts `x[t+2+i]`.
 
-Attention is exactly the decode chain's (generate.py `_draft_chain`). There, the step at
+Attention is exactly the decode chain's (engine.py `_draft_chain`). There, the step at
 position `L+i-1` reads the cache written by real pairs at positions `0..L-1` and the chain's own
 entries at `L..L+i-1`. Here, with `L = t+1`: step `i` at index `t` attends to the step-0 keys at
 indices `0..t` (causal) and to the keys of steps `1..i` at index `t` only (the "diagonal"). This
@@ -20,8 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from specexit_jax.draft import DraftConfig
-from specexit_jax.layers import apply_rope, gated_mlp, rms_norm, rope_inv_freq
+from specexit_jax.draft import DraftConfig, attention_inputs, layer_output
 
 _NEG = -0.7 * float(np.finfo(np.float32).max)
 
@@ -31,33 +30,6 @@ def shift_left(x: jax.Array, n: int) -> jax.Array:
     pad = [(0, 0)] * x.ndim
     pad[1] = (0, n)
     return jnp.pad(x[:, n:], pad)
-
-
-def split_fc(dp: dict, dcfg: DraftConfig, aux: jax.Array) -> tuple[jax.Array, jax.Array | None]:
-    """`draft.project` before the signal maps: `aux [B,T,3Ht]` -> hidden `[B,T,Hd]` and the raw
-    signal outputs `r [B,T,3]` in fp32 (confidence = sigmoid(r0), progress = sigmoid(r1),
-    remain = exp(r2)), or None for a draft without signals."""
-    y = jnp.einsum("btf,fh->bth", aux.astype(dp["fc"].dtype), dp["fc"])
-    Hd = dcfg.hidden_size
-    return y[..., :Hd], (y[..., Hd:].astype(jnp.float32) if dcfg.num_signals else None)
-
-
-def _qkv(dp, dcfg: DraftConfig, embed, tokens, hidden, positions):
-    """The draft layer's input side (as `draft.step`): q `[B,T,N,D]`, k, v `[B,T,Kv,D]`."""
-    eps = dcfg.rms_norm_eps
-    emb = (dp["embed"] if dcfg.has_embed else embed)[tokens].astype(hidden.dtype)
-    x = jnp.concatenate([rms_norm(emb, dp["input_norm"], eps), rms_norm(hidden, dp["hidden_norm"], eps)], -1)
-    inv_freq = rope_inv_freq(dcfg.head_dim, dcfg.rope_theta, dcfg.rope_scaling)
-    q = apply_rope(jnp.einsum("btx,xnd->btnd", x, dp["wq"]), positions, inv_freq)
-    k = apply_rope(jnp.einsum("btx,xkd->btkd", x, dp["wk"]), positions, inv_freq)
-    v = jnp.einsum("btx,xkd->btkd", x, dp["wv"])
-    return q, k, v
-
-
-def _finish(dp, dcfg: DraftConfig, hidden, o):
-    """The draft layer's output side (as `draft.step`): residual, MLP -> `[B,T,Hd]`."""
-    h = hidden + jnp.einsum("btnd,ndh->bth", o, dp["wo"])
-    return h + gated_mlp(rms_norm(h, dp["post_norm"], dcfg.rms_norm_eps), dp)
 
 
 def chain_attention(q: jax.Array, keys: list[jax.Array], values: list[jax.Array]) -> jax.Array:
@@ -93,9 +65,9 @@ def unroll(
 
     @jax.checkpoint  # recompute each step's activations in the backward pass
     def layer(dp, embed, tok, hidden, pos, keys, values):
-        q, k, v = _qkv(dp, dcfg, embed, tok, hidden, pos)
+        q, k, v = attention_inputs(dp, dcfg, embed, tok, hidden, pos)
         keys, values = keys + [k], values + [v]
-        return _finish(dp, dcfg, hidden, chain_attention(q, keys, values)), k, v
+        return layer_output(dp, dcfg, hidden, chain_attention(q, keys, values)), k, v
 
     for i in range(n_steps):
         hidden, k, v = layer(dp, embed, shift_left(tokens, 1 + i), hidden, positions + i, keys, values)
@@ -105,4 +77,4 @@ def unroll(
     return outs
 
 
-__all__ = ["chain_attention", "shift_left", "split_fc", "unroll"]
+__all__ = ["chain_attention", "shift_left", "unroll"]

@@ -530,8 +530,11 @@ def _run(args) -> int:
         )
 
     from specexit_jax.checkpoint import load_checkpoint
-    from specexit_jax.exit import ExitConfig
     from specexit_jax.engine import generate
+    from specexit_jax.exit import ExitConfig
+    from specexit_jax.sharding import maybe_initialize_distributed
+
+    maybe_initialize_distributed()  # a no-op unless launched on several hosts
 
     ex = ExitConfig(
         signals=tuple(args.exit_signals),

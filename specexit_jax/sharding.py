@@ -20,6 +20,7 @@ serve training and sharded decoding.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -113,6 +114,22 @@ def make_mesh(spec: str | None = None, devices: Sequence[jax.Device] | None = No
     )
 
 
+def maybe_initialize_distributed(environ=os.environ) -> bool:
+    """Start `jax.distributed` when the environment describes several processes; True if it did."""
+    if environ.get("JAX_COORDINATOR_ADDRESS"):
+        jax.distributed.initialize(
+            coordinator_address=environ["JAX_COORDINATOR_ADDRESS"],
+            num_processes=int(environ["JAX_NUM_PROCESSES"]),
+            process_id=int(environ["JAX_PROCESS_ID"]),
+        )
+        return True
+    counts = (environ.get("SLURM_NTASKS"), environ.get("OMPI_COMM_WORLD_SIZE"))
+    if any(c and int(c) > 1 for c in counts) or "," in environ.get("TPU_WORKER_HOSTNAMES", ""):
+        jax.distributed.initialize()
+        return True
+    return False
+
+
 def _path_name(path) -> str:
     """A key path as `a.b.0.c` (for messages)."""
     return ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
@@ -186,6 +203,7 @@ __all__ = [
     "batch_shards",
     "leaf_spec",
     "make_mesh",
+    "maybe_initialize_distributed",
     "param_shardings",
     "param_specs",
     "parse_mesh_spec",

@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from specexit_jax.train import trainer
 
-    trainer.maybe_initialize_distributed()
+    from specexit_jax.sharding import maybe_initialize_distributed
+
+    maybe_initialize_distributed()
     try:
         trainer.train(cfg, stop=args.steps, resume=args.resume)
     except (OSError, ValueError) as e:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -66,22 +65,6 @@ FINAL = "final"
 
 # ---------------------------------------------------------------------------------------------
 # Multi-host
-
-
-def maybe_initialize_distributed(environ=os.environ) -> bool:
-    """Start `jax.distributed` when the environment describes several processes; True if it did."""
-    if environ.get("JAX_COORDINATOR_ADDRESS"):
-        jax.distributed.initialize(
-            coordinator_address=environ["JAX_COORDINATOR_ADDRESS"],
-            num_processes=int(environ["JAX_NUM_PROCESSES"]),
-            process_id=int(environ["JAX_PROCESS_ID"]),
-        )
-        return True
-    counts = (environ.get("SLURM_NTASKS"), environ.get("OMPI_COMM_WORLD_SIZE"))
-    if any(c and int(c) > 1 for c in counts) or "," in environ.get("TPU_WORKER_HOSTNAMES", ""):
-        jax.distributed.initialize()
-        return True
-    return False
 
 
 # ---------------------------------------------------------------------------------------------

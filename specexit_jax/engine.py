@@ -709,13 +709,17 @@ def generate(
 
 
 def _mesh(spec: str) -> Mesh:
-    """A mesh from a spec; a spec naming fewer devices than there are uses the first ones."""
+    """A mesh from a spec such as `"data=2,tensor=4"`. A spec without `-1` that names fewer
+    devices than there are uses the first ones (so `"tensor=2"` works on an 8-GPU host)."""
     devices = jax.devices()
-    sizes = [int(v) for v in (p.partition("=")[2] for p in spec.split(",") if p.strip()) if v.strip().lstrip("-").isdigit()]
-    n = int(np.prod(sizes)) if sizes and -1 not in sizes else len(devices)
-    if n > len(devices):
-        raise ValueError(f"mesh {spec!r} needs {n} devices, have {len(devices)}")
-    return SH.make_mesh(spec, devices[:n])
+    if "-1" not in spec:
+        for n in range(1, len(devices)):
+            try:
+                SH.parse_mesh_spec(spec, n)
+            except ValueError:
+                continue
+            return SH.make_mesh(spec, devices[:n])
+    return SH.make_mesh(spec, devices)  # all devices, or the spec's own one-line error
 
 
 def _place(mesh: Mesh, cfg: ModelConfig, tp, dcfg, dp, prompts):

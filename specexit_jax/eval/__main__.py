@@ -29,6 +29,7 @@ def _parse(argv):
     ap.add_argument("--seed", type=int, default=0, help="sampling seed and demo problem seed")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="default: 512 (demo), 4096")
     ap.add_argument("--num-draft-tokens", type=int, default=4)
+    ap.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
     ap.add_argument("--exit-confidence", type=float, default=0.8)
     ap.add_argument("--exit-progress", type=float, default=0.3)
     ap.add_argument("--exit-remain", type=float, default=200.0)
@@ -45,6 +46,8 @@ def _parse(argv):
         ap.error(f"unknown mode(s) {bad}; choose from {', '.join(MODES)}")
     if args.limit < 1:
         ap.error("--limit must be >= 1")
+    if args.temperature < 0:
+        ap.error("--temperature must be >= 0")
     args.modes = modes
     return args
 
@@ -165,16 +168,17 @@ def main(argv=None) -> int:
             records[mode] = H.run_mode(
                 mode, problems, target, draft, tok.decode, settings,
                 max_new_tokens=max_new, num_draft_tokens=args.num_draft_tokens,
-                eos_ids=tok.eos_ids, seed=args.seed, progress=bar.update,
+                eos_ids=tok.eos_ids, temperature=args.temperature, seed=args.seed, progress=bar.update,
             )
             modes[mode] = H.summarize(records[mode])
         bar.close()
         H.add_speedups(modes)
-        result = {"benchmark": args.benchmark, "n": len(problems), "modes": modes}
+        result = {"benchmark": args.benchmark, "n": len(problems), "temperature": args.temperature, "modes": modes}
         if args.oracle:
             ar = records.get("ar") or H.run_mode(
                 "ar", problems, target, None, tok.decode, settings,
                 max_new_tokens=max_new, num_draft_tokens=args.num_draft_tokens, eos_ids=tok.eos_ids,
+                temperature=args.temperature, seed=args.seed,
             )
             oracle = H.oracle_exits(
                 problems, ar, target, tok.decode, think_end_id=tok.think_end_id,

@@ -56,6 +56,7 @@ def run_mode(
     max_new_tokens: int,
     num_draft_tokens: int,
     eos_ids: Sequence[int],
+    temperature: float = 0.0,
     seed: int = 0,
     progress: Callable | None = None,
 ) -> list[dict]:
@@ -68,16 +69,16 @@ def run_mode(
         exit=ex,
         num_draft_tokens=num_draft_tokens,
         eos_ids=tuple(eos_ids),
-        seed=seed,
+        temperature=temperature,
     )
     warmed: set[int] = set()
     records = []
-    for p in problems:
+    for i, p in enumerate(problems):
         bucket = max(16, 1 << (len(p.prompt) - 1).bit_length())
         if bucket not in warmed:
-            generate(target, use_draft, [p.prompt], **kw)
+            generate(target, use_draft, [p.prompt], seed=seed, **kw)
             warmed.add(bucket)
-        res = generate(target, use_draft, [p.prompt], **kw)
+        res = generate(target, use_draft, [p.prompt], seed=seed + i, **kw)
         toks, st = res.tokens[0], res.stats[0]
         text = decode_text(toks)
         records.append(

@@ -18,11 +18,11 @@ One round, per row (`L` = cache length, `last` = newest token, not yet in the ca
             accepted text; its output at the last accepted position gives the next d_1
 
 Rollback is by length only: the caches keep stale slots past `L + c` and overwrite them later.
-With a device mesh, params are split by `specexit_jax.sharding` (heads and MLP columns on
+Attention reads a static window of the cache that covers every row: the loop is a chain of
+`while_loop`s over growing windows, so short sequences do not pay for the whole cache. With a
+device mesh, params are split by `specexit_jax.sharding` (heads and MLP columns on
 "tensor"), caches by rows ("data") and KV heads ("tensor"), and every per-row array by rows; the
 loop is the same single jitted program, partitioned by XLA.
-Attention reads a static window of the cache that covers every row: the loop is a chain of
-`while_loop`s over growing windows, so short sequences do not pay for the whole cache.
 """
 
 from __future__ import annotations
@@ -36,9 +36,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from specexit_jax import draft as D
 from specexit_jax import model as M
+from specexit_jax import sharding as SH
 from specexit_jax.cache import KVCache
 from specexit_jax.config import ModelConfig
 from specexit_jax.exit import (
@@ -51,8 +53,6 @@ from specexit_jax.exit import (
     window_update,
 )
 from specexit_jax.sampling import SamplingParams, probs, sample, verify
-from specexit_jax import sharding as SH
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MODES = ("ar", "spec", "specexit", "budget", "deer")
 REASONS = ("none", "natural", "signal", "budget")

@@ -266,21 +266,25 @@ def export_hf(ckpt_dir: str | Path, out_dir: str | Path, overwrite: bool = False
     cfg, params = load_checkpoint(ckpt_dir)
     if not isinstance(cfg, ModelConfig):
         raise ValueError(f"{ckpt_dir}: only target checkpoints can be exported")
-    by_path = {leaf_path(p): x for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
-    tensors = {
-        name: _LAYOUTS[layout][2](by_path[path])
-        for name, (path, layout) in _target_table(cfg).items()
-        if path in by_path
-    }
     with atomic_dir(out_dir, overwrite) as tmp:
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(_hf_config(cfg), indent=2) + "\n")
+        save_file(hf_tensors(cfg, params), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(hf_config(cfg), indent=2) + "\n")
         for f in TOKENIZER_FILES:
             if (Path(ckpt_dir) / f).is_file():
                 (tmp / f).write_bytes((Path(ckpt_dir) / f).read_bytes())
 
 
-def _hf_config(cfg: ModelConfig) -> dict[str, Any]:
+def hf_tensors(cfg: ModelConfig, params: dict) -> dict[str, jax.Array]:
+    """Target params as HF-named tensors in HF layout (the name table read backwards)."""
+    by_path = {leaf_path(p): x for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
+    return {
+        name: _LAYOUTS[layout][2](by_path[path])
+        for name, (path, layout) in _target_table(cfg).items()
+        if path in by_path
+    }
+
+
+def hf_config(cfg: ModelConfig) -> dict[str, Any]:
     """A HF `config.json` for `cfg` (top-level `rope_theta` / `rope_scaling` form)."""
     hf = {
         "architectures": [_HF_ARCH[cfg.arch]],

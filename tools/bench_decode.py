@@ -364,28 +364,14 @@ def bench_spec(args, cfg, params, ceiling) -> dict:
 
 
 def hf_model(cfg: ModelConfig, params: dict, device: str):
-    """A `Qwen3ForCausalLM` in bf16 holding our params, mapped name by name."""
+    """A `Qwen3ForCausalLM` in bf16 holding our params (config and tensors as `export_hf` writes)."""
     import torch
     import transformers
 
-    hf_cfg = transformers.Qwen3Config(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads,
-        head_dim=cfg.head_dim,
-        rope_theta=cfg.rope_theta,
-        rms_norm_eps=cfg.rms_norm_eps,
-        tie_word_embeddings=cfg.tie_word_embeddings,
-        max_position_embeddings=cfg.max_position_embeddings,
-        attention_bias=False,
-        use_sliding_window=False,
-        bos_token_id=None,
-        eos_token_id=None,
-        pad_token_id=None,
-    )
+    from specexit_jax.convert import hf_config, hf_tensors
+
+    hf_cfg = transformers.Qwen3Config.from_dict(hf_config(cfg))
+    hf_cfg.bos_token_id = hf_cfg.eos_token_id = hf_cfg.pad_token_id = None
     dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)
     try:
@@ -395,35 +381,15 @@ def hf_model(cfg: ModelConfig, params: dict, device: str):
         torch.set_default_dtype(dtype)
     model.eval()
 
-    H, N, Kv, Dh = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    table = {"model.embed_tokens.weight": params["embed"], "model.norm.weight": params["norm"]}
-    for i, lp in enumerate(params["layers"]):
-        p = f"model.layers.{i}."
-        table.update(
-            {
-                p + "input_layernorm.weight": lp["attn_norm"],
-                p + "self_attn.q_proj.weight": (lp["wq"], lambda t: t.reshape(H, N * Dh).T),
-                p + "self_attn.k_proj.weight": (lp["wk"], lambda t: t.reshape(H, Kv * Dh).T),
-                p + "self_attn.v_proj.weight": (lp["wv"], lambda t: t.reshape(H, Kv * Dh).T),
-                p + "self_attn.o_proj.weight": (lp["wo"], lambda t: t.reshape(N * Dh, H).T),
-                p + "self_attn.q_norm.weight": lp["q_norm"],
-                p + "self_attn.k_norm.weight": lp["k_norm"],
-                p + "post_attention_layernorm.weight": lp["mlp_norm"],
-                p + "mlp.gate_proj.weight": (lp["w_gate"], lambda t: t.T),
-                p + "mlp.up_proj.weight": (lp["w_up"], lambda t: t.T),
-                p + "mlp.down_proj.weight": (lp["w_down"], lambda t: t.T),
-            }
-        )
-    if not cfg.tie_word_embeddings:
-        table["lm_head.weight"] = (params["lm_head"], lambda t: t.T)
+    table = hf_tensors(cfg, params)  # the converter's name table, read backwards
     named = dict(model.named_parameters())  # a tied lm_head is the embedding, listed once
     missing = set(named) - set(table)
     if missing:
         raise ValueError(f"HF parameters without a source: {sorted(missing)[:4]}")
     with torch.no_grad():
-        for name, src in table.items():
-            x, layout = src if isinstance(src, tuple) else (src, lambda t: t)
-            named[name].copy_(layout(_to_torch(x, device)))
+        for name, x in table.items():
+            if name in named:  # a tied head has no lm_head.weight of its own
+                named[name].copy_(_to_torch(x, device))
     if cfg.tie_word_embeddings:
         assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     return model
@@ -600,7 +566,7 @@ def table(r: dict) -> str:
     if ar is not None:
         out.append("")
         out.append(
-            "AR decode (generate.decode)   B   context   ms/token   tokens/s   MB/step    GB/s   of ceiling"
+            "AR decode (engine.decode)   B   context   ms/token   tokens/s   MB/step    GB/s   of ceiling"
         )
     if isinstance(ar, dict):
         out.append(f"  {ar['error']}")
@@ -649,7 +615,7 @@ def table(r: dict) -> str:
         ]
         out.append(f"B=1, context {hf['context']}, {hf['new_tokens']} new tokens        ms/token")
         if ours:
-            out.append(f"  ours (generate.decode)                     {ours[0]['ms_per_step']:>8.2f}")
+            out.append(f"  ours (engine.decode)                     {ours[0]['ms_per_step']:>8.2f}")
         for name in ("eager", "compiled"):
             v = hf.get(name, {})
             shown = (

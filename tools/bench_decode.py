@@ -8,7 +8,7 @@ What it measures, in one process, on random bf16 weights of a Qwen3-4B-shaped ta
 
 1. bandwidth   the read ceiling: best-of-N `jnp.sum` and `jnp.max` over a multi-GB bf16 array
                (bytes read / time); and a copy stream `x + 1` (2x bytes: read and write).
-2. ar          plain decoding with `generate.prefill` / `generate.decode` (the library's jitted
+2. ar          plain decoding with `engine.prefill` / `engine.decode` (the library's jitted
                loop) at batch 1 and 16, with 1k and 16k cached tokens: ms/token, tokens/s, bytes
                per step, and that traffic over the time as a fraction of the read ceiling. The
                cache is filled from a prompt of that many random tokens (prefill in chunks, not

@@ -21,6 +21,7 @@ from specexit_jax.checkpoint import load_checkpoint
 from specexit_jax.config import ModelConfig
 from specexit_jax.demo.tokenizer_build import build_tokenizer
 from specexit_jax.tokenizer import Tokenizer
+from specexit_jax.sharding import make_mesh
 from specexit_jax.train import config as C
 from specexit_jax.train import data, trainer
 from specexit_jax.train.__main__ import main as train_main
@@ -165,6 +166,25 @@ def test_draft_loss_falls_and_the_export_loads(tmp_path, trace_file):
     # the draft vocab holds the 48 most frequent completion tokens, among them </think>
     ids = np.asarray(D.to_target_ids(dp, jnp.arange(48)))
     assert np.all(np.diff(ids) > 0) and Tokenizer(final).think_end_id in ids
+
+
+@pytest.mark.parametrize("mode", ["draft", "lm"])
+def test_bfloat16_compute_keeps_float32_params_and_the_float32_loss(tmp_path, trace_file, mode):
+    """Mixed precision: the step computes in bf16 from float32 master params; the loss equals the
+    float32 loss to bf16 accuracy and the updated params are still float32."""
+    d = draft_config(tmp_path / "run", trace_file)
+    if mode == "lm":
+        d = {**d, "mode": "lm", "data": {**d["data"], "train": "demo:16:0", "tokenizer": "demo"}}
+        d.pop("draft")
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        run = trainer.build(C.from_dict({**d, "compute_dtype": dtype}), make_mesh(""), tmp_path)
+        batch = trainer.put_batch(next(data.Batches(run.task.train_rows, 8, 0)), run.batch_sh)
+        state, m = run.train_step(run.init_state(), run.task.frozen, batch)
+        assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state["params"]))
+        losses[dtype] = float(m["loss"])
+    assert np.isfinite(losses["bfloat16"])
+    np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=2e-2)
 
 
 def test_resume_after_a_kill_reaches_the_uninterrupted_result(tmp_path, trace_file):

@@ -6,6 +6,8 @@ Schema (every key optional unless marked; unknown keys are errors):
     seed: 0                  # init and data order
     mesh: ""                 # "data=2,fsdp=2,tensor=2"; unnamed axes 1, one may be -1; "" = all on data
     init_scale: 0.02         # std of fresh weights (lm: the model; draft: a random target from `model`)
+    compute_dtype: float32   # matmul dtype of the trained model: float32 | bfloat16 (mixed precision:
+                             # params and optimizer state stay float32, the loss is float32)
     target: CKPT             # draft mode: the frozen target checkpoint (or give `model`)
     model: {ModelConfig}     # lm: the model to train; draft: a random target (tests, smoke runs);
                              # the fields of config.ModelConfig (vocab_size, hidden_size, ... required)
@@ -52,6 +54,7 @@ from specexit_jax.sharding import parse_mesh_spec
 from specexit_jax.train.losses import LossConfig
 
 MODES = ("draft", "lm")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +108,7 @@ class TrainConfig:
     seed: int = 0
     mesh: str = ""
     init_scale: float = 0.02
+    compute_dtype: str = "float32"
     target: str | None = None
     model: ModelConfig | None = None
     draft: DraftSpec = DraftSpec()
@@ -121,6 +125,7 @@ class TrainConfig:
 _RULES = [
     ("mode", lambda v: v in MODES, f"one of {', '.join(MODES)}"),
     ("init_scale", lambda v: v > 0, "> 0"),
+    ("compute_dtype", lambda v: v in COMPUTE_DTYPES, f"one of {', '.join(COMPUTE_DTYPES)}"),
     ("draft.vocab_size", lambda v: v is None or v >= 1, ">= 1"),
     ("draft.num_signals", lambda v: v in (0, 3), "0 or 3"),
     ("data.seq_len", lambda v: v >= 4, ">= 4"),

@@ -179,6 +179,7 @@ def draft_task(cfg: TrainConfig, mesh, tok, tok_dir: Path | None) -> Task:
     dcfg, params = _initial_draft(cfg, tcfg, rows, mesh, k_draft)
     consts = {"d2t": params.pop("d2t")}
     lcfg = cfg.loss
+    compute = jnp.dtype(cfg.compute_dtype)
 
     def features(frozen, tokens):
         B, T = tokens.shape
@@ -188,7 +189,8 @@ def draft_task(cfg: TrainConfig, mesh, tok, tok_dir: Path | None) -> Task:
 
     def objective(params, consts, frozen, batch):
         logits, aux = features(frozen, batch["tokens"])
-        return draft_loss({**params, **consts}, dcfg, frozen["embed"], aux, logits, batch, lcfg)
+        dp = {**M.cast_params(params, compute), **consts}
+        return draft_loss(dp, dcfg, frozen["embed"], aux, logits, batch, lcfg)
 
     def probe(params, consts, frozen, batch):
         _, raw = D.project_raw({**params, **consts}, dcfg, features(frozen, batch["tokens"])[1])
@@ -226,9 +228,10 @@ def lm_task(cfg: TrainConfig, mesh, tok, tok_dir: Path | None) -> Task:
     train_rows = rows_of(cfg.data.train)
     eval_rows = rows_of(cfg.data.eval) if cfg.data.eval else None
     params = _sharded(mesh, lambda k: M.init_params(mcfg, k, cfg.init_scale), jax.random.key(cfg.seed))
+    compute = jnp.dtype(cfg.compute_dtype)
 
     def objective(params, consts, frozen, batch):
-        return lm_loss(params, mcfg, batch["tokens"], batch["loss_mask"])
+        return lm_loss(M.cast_params(params, compute), mcfg, batch["tokens"], batch["loss_mask"])
 
     def export(params, consts, out: Path):
         ckpt.save_checkpoint(out, mcfg, params, _tokenizer_files(tok_dir), overwrite=True)

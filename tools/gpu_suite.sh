@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every GPU check and benchmark in one run, each part under its own time limit:
+#   OUT=results bash tools/gpu_suite.sh [parts...]      parts: tests demo mesh train decode (default: all but decode)
+# tests   the GPU-only tests (tests/test_gpu.py) and the demo decode with the bundled checkpoints
+# mesh    tools/bench_mesh.py: Qwen3-8B shape, 1 device vs tensor=2 / data=2 (needs 2 GPUs for the mesh rows)
+# train   tools/bench_train.py: draft training step, Qwen3-4B shape, seq 2048, fsdp over 1 and 2 devices
+# decode  tools/bench_decode.py: single-GPU decode against the bandwidth ceiling and HF
+# JSON lands in $OUT; the tables are printed last.
+set -u
+OUT=${OUT:-results}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+parts=${*:-tests demo mesh train}
+nvidia-smi -L 2>/dev/null | tee "$OUT/gpus.txt"
+for part in $parts; do
+  echo "=== $part ($(date +%T))"
+  case $part in
+    tests) timeout 240 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -15 | tee "$OUT/tests.txt" ;;
+    demo) timeout 120 $PY -m specexit_jax.decode --json > "$OUT/demo.json" 2> "$OUT/demo.err"; tail -3 "$OUT/demo.err"; head -c 600 "$OUT/demo.json"; echo ;;
+    mesh) timeout 300 $PY tools/bench_mesh.py --out "$OUT/mesh.json" > "$OUT/mesh.txt" 2> "$OUT/mesh.err"; tail -5 "$OUT/mesh.err" ;;
+    train) timeout 400 $PY tools/bench_train.py --out "$OUT/train.json" > "$OUT/train.txt" 2> "$OUT/train.err"; tail -5 "$OUT/train.err" ;;
+    decode) timeout 500 $PY tools/bench_decode.py --out "$OUT/decode.json" > "$OUT/decode.txt" 2> "$OUT/decode.err"; tail -5 "$OUT/decode.err" ;;
+    *) echo "unknown part $part" ;;
+  esac
+done
+for f in mesh train decode; do
+  [ -f "$OUT/$f.txt" ] && { echo "=== $f"; grep -v '^{' "$OUT/$f.txt"; }
+done
+exit 0

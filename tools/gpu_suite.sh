@@ -16,10 +16,10 @@ nvidia-smi -L 2>/dev/null | tee "$OUT/gpus.txt"
 for part in $parts; do
   echo "=== $part ($(date +%T))"
   case $part in
-    tests) timeout 240 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -15 | tee "$OUT/tests.txt" ;;
-    demo) timeout 120 $PY -m specexit_jax.decode --json > "$OUT/demo.json" 2> "$OUT/demo.err"; tail -3 "$OUT/demo.err"; head -c 600 "$OUT/demo.json"; echo ;;
-    mesh) timeout 300 $PY tools/bench_mesh.py --out "$OUT/mesh.json" > "$OUT/mesh.txt" 2> "$OUT/mesh.err"; tail -5 "$OUT/mesh.err" ;;
-    train) timeout 400 $PY tools/bench_train.py --out "$OUT/train.json" > "$OUT/train.txt" 2> "$OUT/train.err"; tail -5 "$OUT/train.err" ;;
+    tests) timeout 100 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -15 | tee "$OUT/tests.txt" ;;
+    demo) timeout 45 $PY -m specexit_jax.decode --json > "$OUT/demo.json" 2> "$OUT/demo.err"; tail -3 "$OUT/demo.err"; head -c 600 "$OUT/demo.json"; echo ;;
+    mesh) timeout 200 $PY tools/bench_mesh.py --out "$OUT/mesh.json" > "$OUT/mesh.txt" 2> "$OUT/mesh.err"; tail -5 "$OUT/mesh.err" ;;
+    train) timeout 250 $PY tools/bench_train.py --out "$OUT/train.json" > "$OUT/train.txt" 2> "$OUT/train.err"; tail -5 "$OUT/train.err" ;;
     decode) timeout 500 $PY tools/bench_decode.py --out "$OUT/decode.json" > "$OUT/decode.txt" 2> "$OUT/decode.err"; tail -5 "$OUT/decode.err" ;;
     *) echo "unknown part $part" ;;
   esac

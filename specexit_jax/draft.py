@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from specexit_jax.cache import KVCache
 from specexit_jax.config import ModelConfig, RopeScaling
-from specexit_jax.layers import apply_rope, cached_attention, gated_mlp, rms_norm, rope_inv_freq
+from specexit_jax.layers import apply_rope, cached_attention, einsum_f32, gated_mlp, rms_norm, rope_inv_freq
 
 SIGNALS = ("confidence", "progress", "remain")
 
@@ -166,7 +166,7 @@ def step(
 def logits(dp: dict, dcfg: DraftConfig, h: jax.Array) -> jax.Array:
     """Output hidden `[...,Hd]` -> fp32 logits over the draft vocab `[...,Vd]`."""
     hn = rms_norm(h, dp["norm"], dcfg.rms_norm_eps)
-    return jnp.einsum("...h,hv->...v", hn, dp["lm_head"], preferred_element_type=jnp.float32)
+    return einsum_f32("...h,hv->...v", hn, dp["lm_head"])
 
 
 def to_target_ids(dp: dict, draft_ids: jax.Array) -> jax.Array:

@@ -11,6 +11,7 @@ is therefore only a change of length.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -20,6 +21,31 @@ import numpy as np
 from specexit_jax.config import RopeScaling
 
 _NEG = -0.7 * float(np.finfo(np.float32).max)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def einsum_f32(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+    """`jnp.einsum(spec, a, b)` with an fp32 result whose gradients run in the inputs' dtype.
+
+    Plain `preferred_element_type=float32` would make the backward products mixed bf16 x fp32,
+    which XLA runs as fp32 (TF32) matmuls at a fraction of the bf16 rate; here the incoming
+    gradient is rounded to the inputs' dtype first, as mixed-precision training does. With fp32
+    inputs this is exactly the plain einsum and its gradient.
+    """
+    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+
+
+def _einsum_f32_fwd(spec, a, b):
+    return einsum_f32(spec, a, b), (a, b)
+
+
+def _einsum_f32_bwd(spec, res, g):
+    a, b = res
+    _, pullback = jax.vjp(lambda a, b: jnp.einsum(spec, a, b, preferred_element_type=a.dtype), a, b)
+    return pullback(g.astype(a.dtype))
+
+
+einsum_f32.defvjp(_einsum_f32_fwd, _einsum_f32_bwd)
 
 
 def rms_norm(x: jax.Array, w: jax.Array, eps: float) -> jax.Array:
@@ -68,16 +94,17 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.
     """Grouped-query attention. `q [B,T,N,D]`, `k, v [B,Kv,S,D]`, `mask [B,T,S]` -> `[B,T,N,D]`.
 
     Keys and values keep `Kv` ahead of `S` (the cache layout), so the batched products read
-    them in place, with no transpose of the cache.
+    them in place, with no transpose of the cache; the queries are moved heads-first
+    (`[B,Kv,G,T,D]`), so the scores come out in their natural order (no transpose of `[T,S]`).
     """
     B, T, N, D = q.shape
     Kv = k.shape[1]
-    q = q.reshape(B, T, Kv, N // Kv, D)
-    s = jnp.einsum("btkgd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
+    q = jnp.moveaxis(q.reshape(B, T, Kv, N // Kv, D), 1, 3)  # [B,Kv,G,T,D]
+    s = einsum_f32("bkgtd,bksd->bkgts", q, k)
     s = jnp.where(mask[:, None, None], s * (D**-0.5), _NEG)
     p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
-    o = jnp.einsum("bkgts,bksd->btkgd", p, v)
-    return o.reshape(B, T, N, D)
+    o = jnp.einsum("bkgts,bksd->bkgtd", p, v)
+    return jnp.moveaxis(o, 3, 1).reshape(B, T, N, D)
 
 
 def cached_attention(

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from specexit_jax.cache import KVCache
 from specexit_jax.config import ModelConfig
-from specexit_jax.layers import apply_rope, cached_attention, gated_mlp, rms_norm, rope_inv_freq
+from specexit_jax.layers import apply_rope, cached_attention, einsum_f32, gated_mlp, rms_norm, rope_inv_freq
 
 Params = dict
 
@@ -89,7 +89,7 @@ def forward(
 def unembed(params: Params, cfg: ModelConfig, h: jax.Array) -> jax.Array:
     """Final-normed hidden `[...,H]` -> fp32 logits `[...,V]` (tied or untied head)."""
     w = params["embed"].T if cfg.tie_word_embeddings else params["lm_head"]
-    return jnp.einsum("...h,hv->...v", h, w, preferred_element_type=jnp.float32)
+    return einsum_f32("...h,hv->...v", h, w)
 
 
 @functools.partial(jax.jit, static_argnums=1)

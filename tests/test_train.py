@@ -187,6 +187,44 @@ def test_bfloat16_compute_keeps_float32_params_and_the_float32_loss(tmp_path, tr
     np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=2e-2)
 
 
+def test_einsum_f32_runs_its_gradients_in_the_input_dtype():
+    """fp32 inputs: value and gradients of the plain einsum exactly; bf16 inputs: an fp32 value,
+    bf16 gradients (no fp32 matmul in the backward pass) close to the fp32 ones."""
+    from specexit_jax.layers import einsum_f32
+
+    ka, kb, kg = jax.random.split(jax.random.key(0), 3)
+    a, b = jax.random.normal(ka, (3, 5, 8)), jax.random.normal(kb, (8, 7))
+    g = jax.random.normal(kg, (3, 5, 7))
+    plain = lambda a, b: jnp.sum(jnp.einsum("btd,dv->btv", a, b) * g)  # noqa: E731
+    mixed = lambda a, b: jnp.sum(einsum_f32("btd,dv->btv", a, b) * g)  # noqa: E731
+    for x, y in zip(jax.grad(plain, (0, 1))(a, b), jax.grad(mixed, (0, 1))(a, b)):
+        np.testing.assert_array_equal(x, y)
+    a16, b16 = a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)
+    assert einsum_f32("btd,dv->btv", a16, b16).dtype == jnp.float32
+    dots = [line for line in jax.jit(jax.grad(mixed, (0, 1))).lower(a16, b16).as_text().splitlines()
+            if "dot_general" in line]
+    assert dots and not any("f32>" in line for line in dots)  # bf16 products (the plain einsum: fp32)
+    for x, y in zip(jax.grad(plain, (0, 1))(a, b), jax.grad(mixed, (0, 1))(a16, b16)):
+        assert y.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(y, np.float32), x, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("remat", ["dots", "none"])
+def test_remat_choices_give_the_same_loss_and_gradients(tmp_path, trace_file, remat):
+    """`loss.remat` trades memory for recomputation only: loss and gradients equal "full"."""
+    d = draft_config(tmp_path / "run", trace_file)
+    grads = {}
+    for choice in ("full", remat):
+        run = trainer.build(C.from_dict({**d, "loss": {**d["loss"], "remat": choice}}), make_mesh(""), tmp_path)
+        batch = trainer.put_batch(next(data.Batches(run.task.train_rows, 8, 0)), run.batch_sh)
+        state = run.init_state()
+        grads[choice] = jax.grad(lambda p: run.task.objective(p, state["consts"], run.task.frozen, batch)[0])(
+            state["params"]
+        )
+    for x, y in zip(jax.tree.leaves(grads["full"]), jax.tree.leaves(grads[remat])):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+
+
 def test_resume_after_a_kill_reaches_the_uninterrupted_result(tmp_path, trace_file):
     """Run A saves at step 3 and runs to 5, and its step-5 checkpoint is lost (a kill before it
     was written); `--resume` to 10 then equals run B, 10 steps in one go."""

@@ -1,7 +1,8 @@
 """Draft-training benchmark: tokens/s and MFU of the library's own train step, on 1..N devices.
 
-    python tools/bench_train.py [--devices 1,2] [--batch-per-device 4] [--out FILE]   # GPU
-    python tools/bench_train.py --tiny                                               # CPU check
+    python tools/bench_train.py [--devices 1,2] [--batch-per-device 4] [--remat none] [--out FILE]  # GPU
+    python tools/bench_train.py --remat full,dots,none --target-layers 4 --profile prof/     # compare
+    python tools/bench_train.py --tiny                                                       # CPU check
 
 The step is `train.trainer.build(...).train_step`, exactly what `python -m specexit_jax.train`
 runs: a frozen Qwen3-4B-shaped target (random bf16 weights; hidden 2560, 36 layers, vocab 151,936)
@@ -11,6 +12,9 @@ vocab) is unrolled 7 steps (training-time test) and updated by AdamW, in mixed p
 (`compute_dtype: bfloat16`: float32 params and optimizer state, bf16 matmuls). The rows are
 synthetic traces of random tokens (speed does not depend on the values).
 
+`--remat` runs each `loss.remat` choice (what the backward pass recomputes) and reports its peak
+memory; `--profile DIR` also sums the device kernels of two steps by name and kind
+(`profile_summary.py`); `--target-layers` shrinks the target for quick comparisons of the draft.
 For each device count n the mesh is `fsdp=n` (params, optimizer state and rows split n ways) and
 the global batch is n x `--batch-per-device` rows (weak scaling). Timed: the whole train step, and
 the frozen target's part alone (its forward pass and the soft labels over the draft vocab, the same
@@ -39,11 +43,14 @@ import time
 import traceback
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+
+from profile_summary import format_summary, profile  # noqa: E402
 
 from specexit_jax import model as M  # noqa: E402
 from specexit_jax import sharding as shd  # noqa: E402
@@ -111,7 +118,7 @@ def bench_matmul(n: int, repeats: int) -> dict:
     return {"n": n, "TFLOPs": 2 * n**3 / s / 1e12}
 
 
-def bench_mesh(args, cfg: ModelConfig, n: int, traces: Path, work: Path) -> dict:
+def bench_mesh(args, cfg: ModelConfig, n: int, remat: str, traces: Path, work: Path) -> dict:
     B = n * args.batch_per_device
     d = {
         "mode": "draft", "seed": 0, "mesh": f"fsdp={n}", "compute_dtype": "bfloat16",
@@ -119,7 +126,7 @@ def bench_mesh(args, cfg: ModelConfig, n: int, traces: Path, work: Path) -> dict
         "draft": {"vocab_size": args.draft_vocab, "num_signals": 3},
         "data": {"train": str(traces), "seq_len": args.seq, "batch_size": B},
         "optim": {"lr": 1e-4, "warmup_steps": 10, "total_steps": 1000},
-        "loss": {"unroll": args.unroll},
+        "loss": {"unroll": args.unroll, "remat": remat},
         "run": {"out": str(work)},
     }
     tcfg = C.from_dict(d)
@@ -142,6 +149,16 @@ def bench_mesh(args, cfg: ModelConfig, n: int, traces: Path, work: Path) -> dict
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t)
     step_s = float(np.median(times))
+    summary = None
+    if args.profile:
+        def one_step():
+            nonlocal state
+            state, m = run.train_step(state, frozen, batch)
+            return m
+
+        summary = profile(one_step, Path(args.profile) / f"{n}dev_{remat}", repeats=2)
+        print(format_summary(summary), file=sys.stderr, flush=True)
+    stats = jax.devices()[0].memory_stats() or {}
 
     # the frozen target's part alone
     draft_ids = jnp.arange(args.draft_vocab) + state["consts"]["d2t"]
@@ -161,11 +178,12 @@ def bench_mesh(args, cfg: ModelConfig, n: int, traces: Path, work: Path) -> dict
     draft_s = max(step_s - target_s, 1e-9)
     peak = PEAK_BF16 * n
     return {
-        "devices": n, "mesh": tcfg.mesh, "global_batch": B, "seq": args.seq, "compile_s": compile_s,
+        "devices": n, "mesh": tcfg.mesh, "remat": remat, "global_batch": B, "seq": args.seq, "compile_s": compile_s,
         "step_s": step_s, "step_times": times, "target_s": target_s, "draft_s": draft_s,
         "tokens_per_s": tokens / step_s, "target_TFLOP": tf / 1e12, "draft_TFLOP": df / 1e12,
         "mfu_total": (tf + df) / step_s / peak, "mfu_target": tf / target_s / peak,
         "mfu_draft": df / draft_s / peak, "loss": float(metrics["loss"]),
+        "peak_GB": stats.get("peak_bytes_in_use", 0) / 1e9, "profile": summary,
     }
 
 
@@ -178,9 +196,14 @@ def main(argv=None) -> int:
     ap.add_argument("--draft-vocab", type=int, default=None, help="draft vocab (default 32000; --tiny 256)")
     ap.add_argument("--unroll", type=int, default=7, help="unrolled draft steps (default 7)")
     ap.add_argument("--steps", type=int, default=5, help="timed steps (default 5)")
+    ap.add_argument("--remat", default="none", help="loss.remat values to run, comma-separated: full,dots,none")
+    ap.add_argument("--target-layers", type=int, default=None, help="fewer target layers (quick comparisons)")
+    ap.add_argument("--profile", help="also profile each run into this folder and print its top kernels")
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args(argv)
     cfg = TINY if args.tiny else QWEN3_4B
+    if args.target_layers:
+        cfg = dataclasses.replace(cfg, num_layers=args.target_layers)
     args.seq = args.seq or (128 if args.tiny else 2048)
     args.draft_vocab = args.draft_vocab or (256 if args.tiny else 32000)
     counts = [int(x) for x in args.devices.split(",") if x]
@@ -196,35 +219,36 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         traces = Path(tmp) / "traces.jsonl"
         synthetic_traces(traces, max(counts) * args.batch_per_device, args.seq, cfg.vocab_size)
-        for n in counts:
-            if n > jax.device_count():
-                print(f"[bench_train] skip {n} devices: only {jax.device_count()}", file=sys.stderr)
-                continue
-            try:
-                row = bench_mesh(args, cfg, n, traces, Path(tmp) / f"run{n}")
-            except Exception as e:  # noqa: BLE001 - one failing size must not stop the others
-                traceback.print_exc()
-                row = {"devices": n, "error": f"{type(e).__name__}: {str(e)[:500]}"}
-            print(f"[bench_train] {row}", file=sys.stderr, flush=True)
-            result["runs"].append(row)
-    ok = [r for r in result["runs"] if "error" not in r]
-    if len(ok) > 1:
-        base = ok[0]["tokens_per_s"] / ok[0]["devices"]
+        for remat in args.remat.split(","):
+            for n in counts:
+                if n > jax.device_count():
+                    print(f"[bench_train] skip {n} devices: only {jax.device_count()}", file=sys.stderr)
+                    continue
+                try:
+                    row = bench_mesh(args, cfg, n, remat, traces, Path(tmp) / f"run{n}_{remat}")
+                except Exception as e:  # noqa: BLE001 - one failing size must not stop the others
+                    traceback.print_exc()
+                    row = {"devices": n, "remat": remat, "error": f"{type(e).__name__}: {str(e)[:500]}"}
+                print(f"[bench_train] {row}", file=sys.stderr, flush=True)
+                result["runs"].append(row)
+    for remat in args.remat.split(","):
+        ok = [r for r in result["runs"] if "error" not in r and r["remat"] == remat]
         for r in ok:
-            r["scaling_efficiency"] = r["tokens_per_s"] / (base * r["devices"])
+            r["scaling_efficiency"] = r["tokens_per_s"] / (ok[0]["tokens_per_s"] / ok[0]["devices"] * r["devices"])
     line = json.dumps(result)
     print(line)
     if args.out:
         Path(args.out).write_text(line + "\n")
     print(f"\nmatmul bf16: {result['matmul'].get('TFLOPs', float('nan')):.0f} TFLOP/s")
-    print("devices | batch x seq | step s | tokens/s | target s | draft s | MFU total | MFU target | MFU draft | scaling")
+    print("devices | remat | batch x seq | step s | tokens/s | target s | draft s | MFU total | MFU target | "
+          "MFU draft | scaling | peak GB")
     for r in result["runs"]:
         if "error" in r:
-            print(f"{r['devices']} | error: {r['error'][:100]}")
+            print(f"{r['devices']} | {r['remat']} | error: {r['error'][:100]}")
             continue
-        print(f"{r['devices']} | {r['global_batch']} x {r['seq']} | {r['step_s']:.3f} | {r['tokens_per_s']:,.0f} | "
+        print(f"{r['devices']} | {r['remat']} | {r['global_batch']} x {r['seq']} | {r['step_s']:.3f} | {r['tokens_per_s']:,.0f} | "
               f"{r['target_s']:.3f} | {r['draft_s']:.3f} | {r['mfu_total']:.1%} | {r['mfu_target']:.1%} | "
-              f"{r['mfu_draft']:.1%} | {r.get('scaling_efficiency', 1.0):.2f}")
+              f"{r['mfu_draft']:.1%} | {r.get('scaling_efficiency', 1.0):.2f} | {r['peak_GB']:.1f}")
     return 0
 
 

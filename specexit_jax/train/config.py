@@ -28,7 +28,8 @@ Schema (every key optional unless marked; unknown keys are errors):
       total_steps: 1000
       clip_norm: 1.0
       weight_decay: 0.01     # not on rank-1 leaves (norms)
-    loss: {unroll: 7, step_decay: 0.8, token: 1.0, confidence: 0.5, progress: 0.5, remain: 0.1}
+    loss: {unroll: 7, step_decay: 0.8, token: 1.0, confidence: 0.5, progress: 0.5, remain: 0.1,
+           remat: full}      # what the backward pass recomputes: full (least memory) | dots | none
     run:
       out: runs/train        # checkpoints/, metrics.jsonl, config.yaml, final/ (the export)
       save_every: 500
@@ -52,6 +53,7 @@ import yaml
 from specexit_jax.config import ModelConfig, RopeScaling
 from specexit_jax.sharding import parse_mesh_spec
 from specexit_jax.train.losses import LossConfig
+from specexit_jax.train.ttt import REMAT
 
 MODES = ("draft", "lm")
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -142,6 +144,7 @@ _RULES = [
     ("loss.confidence", lambda v: v >= 0, ">= 0"),
     ("loss.progress", lambda v: v >= 0, ">= 0"),
     ("loss.remain", lambda v: v >= 0, ">= 0"),
+    ("loss.remat", lambda v: v in REMAT, f"one of {', '.join(REMAT)}"),
     ("run.save_every", lambda v: v >= 1, ">= 1"),
     ("run.keep", lambda v: v >= 1, ">= 1"),
     ("run.log_every", lambda v: v >= 1, ">= 1"),

@@ -36,12 +36,13 @@ import optax
 from specexit_jax import draft as D
 from specexit_jax import model as M
 from specexit_jax.config import ModelConfig
-from specexit_jax.train.ttt import shift_left, unroll
+from specexit_jax.train.ttt import rematerialize, shift_left, unroll
 
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    """Unrolled steps, their decay, and the weight of each term."""
+    """Unrolled steps, their decay, the weight of each term, and what the backward pass recomputes
+    (`ttt.rematerialize`: "full" least memory, "dots" or "none" faster when memory allows)."""
 
     unroll: int = 7
     step_decay: float = 0.8
@@ -49,6 +50,7 @@ class LossConfig:
     confidence: float = 0.5
     progress: float = 0.5
     remain: float = 0.1
+    remat: str = "full"
 
 
 def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
@@ -65,13 +67,13 @@ def target_view(target_logits: jax.Array, draft_ids: jax.Array) -> tuple[jax.Arr
 def token_losses(dp, dcfg, outs, target_probs, target_top1, loss_mask, cfg: LossConfig):
     """Weighted soft cross-entropy of the unrolled outputs `outs` (each `[B,T,Hd]`)."""
 
-    @jax.checkpoint  # keep no [B,T,Vd] tensor alive between forward and backward
     def step_terms(dp, h, probs, top1, mask):
         logits = D.logits(dp, dcfg, h)
         ce = -jnp.sum(probs * jax.nn.log_softmax(logits, axis=-1), axis=-1)
         hit = D.to_target_ids(dp, jnp.argmax(logits, axis=-1).astype(jnp.int32)) == top1
         return _masked_mean(ce, mask), _masked_mean(hit.astype(jnp.float32), mask)
 
+    step_terms = rematerialize(step_terms, cfg.remat)  # "full": no [B,T,Vd] tensor kept
     total, metrics = 0.0, {}
     for i, h in enumerate(outs):
         loss, top1 = step_terms(
@@ -112,7 +114,7 @@ def draft_loss(dp, dcfg: D.DraftConfig, embed, aux, target_logits, batch: dict, 
     `batch["tokens"] [B,T]`; `batch` holds the row fields of `labels.trace_row`.
     """
     hidden0, raw = D.project_raw(dp, dcfg, aux)
-    outs = unroll(dp, dcfg, embed, batch["tokens"], hidden0, cfg.unroll)
+    outs = unroll(dp, dcfg, embed, batch["tokens"], hidden0, cfg.unroll, cfg.remat)
     draft_ids = D.to_target_ids(dp, jnp.arange(dcfg.draft_vocab_size))
     probs, top1 = target_view(target_logits, draft_ids)
     tok_loss, metrics = token_losses(dp, dcfg, outs, probs, top1, batch["loss_mask"], cfg)

@@ -94,17 +94,16 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.
     """Grouped-query attention. `q [B,T,N,D]`, `k, v [B,Kv,S,D]`, `mask [B,T,S]` -> `[B,T,N,D]`.
 
     Keys and values keep `Kv` ahead of `S` (the cache layout), so the batched products read
-    them in place, with no transpose of the cache; the queries are moved heads-first
-    (`[B,Kv,G,T,D]`), so the scores come out in their natural order (no transpose of `[T,S]`).
+    them in place, with no transpose of the cache.
     """
     B, T, N, D = q.shape
     Kv = k.shape[1]
-    q = jnp.moveaxis(q.reshape(B, T, Kv, N // Kv, D), 1, 3)  # [B,Kv,G,T,D]
-    s = einsum_f32("bkgtd,bksd->bkgts", q, k)
+    q = q.reshape(B, T, Kv, N // Kv, D)
+    s = einsum_f32("btkgd,bksd->bkgts", q, k)
     s = jnp.where(mask[:, None, None], s * (D**-0.5), _NEG)
     p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
-    o = jnp.einsum("bkgts,bksd->bkgtd", p, v)
-    return jnp.moveaxis(o, 3, 1).reshape(B, T, N, D)
+    o = jnp.einsum("bkgts,bksd->btkgd", p, v)
+    return o.reshape(B, T, N, D)
 
 
 def cached_attention(

@@ -13,8 +13,10 @@ the mesh, so the caches and the decode state are pinned as `generate(..., mesh=.
 Per row: ms per decode step, tokens/s, the bytes a step must read per device (the weights and KV
 of its shard; see tools/bench_decode.py) against that device's time, and for every mesh of n
 devices its speedup over one device at the same batch and the fraction of the ideal n-fold speedup
-it reaches. The first decoded tokens of every mesh are compared with the single-device tokens (they
-are identical up to bf16 reduction order; the count of identical leading tokens is reported).
+it reaches. The decoded tokens of every mesh are compared with the single-device tokens: the mean
+count of identical leading tokens per row is reported. Random weights give nearly flat logits, so
+a different bf16 summation order (a split matmul) can flip a near-tie and the rows then part ways;
+exact agreement of sharded decoding is tested in float32 (tests/test_sharded_decode.py).
 """
 
 from __future__ import annotations
@@ -81,6 +83,16 @@ def decode_once(cfg, params, mesh, prompt: np.ndarray, steps: int, chunk: int) -
     }
 
 
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens two rows share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def _measure(cfg, params, mesh, prompt, steps, chunk, base: dict) -> dict:
     """One mesh and batch; the single-device run (`mesh` None) is stored in `base` by batch, and
     later meshes are compared with it."""
@@ -95,8 +107,7 @@ def _measure(cfg, params, mesh, prompt, steps, chunk, base: dict) -> dict:
         ms1, toks1 = base[B]
         row["speedup"] = ms1 / r["ms_per_step"]
         row["fraction_of_ideal"] = row["speedup"] / row["devices"]
-        same = [a == b for a, b in zip(np.ravel(toks1), np.ravel(toks))]
-        row["tokens_identical"] = float(np.mean(same))
+        row["identical_prefix"] = float(np.mean([_common_prefix(a, b) for a, b in zip(toks1, toks)]))
     return row
 
 
@@ -147,14 +158,14 @@ def main(argv=None) -> int:
     if args.out:
         Path(args.out).write_text(line + "\n")
     print(f"\n{result['model']}, context {ctx}, {steps} new tokens, {result['device']}")
-    print("mesh | batch | ms/token | tokens/s | GB/s per device | speedup | of ideal | tokens identical")
+    print("mesh | batch | ms/token | tokens/s | GB/s per device | speedup | of ideal | identical prefix")
     for r in result["rows"]:
         if "error" in r or "skipped" in r:
             print(f"{r['mesh']} | {r['batch']} | {r.get('error', r.get('skipped'))[:100]}")
             continue
         print(f"{r['mesh']} | {r['batch']} | {r['ms_per_step']:.2f} | {r['tokens_per_s']:,.0f} | "
               f"{r['GBps_per_device']:,.0f} | {r.get('speedup', 1.0):.2f}x | {r.get('fraction_of_ideal', 1.0):.0%} | "
-              f"{r.get('tokens_identical', 1.0):.0%}")
+              f"{r.get('identical_prefix', steps):.0f}/{steps}")
     return 0
 
 

@@ -106,6 +106,24 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.
     return o.reshape(B, T, N, D)
 
 
+def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """Causal self-attention of one call's `q [B,T,N,D]` over its own `k, v [B,T,Kv,D]` (token `t`
+    reads tokens `<= t`).
+
+    On a GPU, bf16/fp16 inputs go to cuDNN's fused flash-attention kernel, which never writes the
+    `[T,T]` scores to memory (full passes of the target in training); other cases, and shapes
+    cuDNN declines, use `attention`.
+    """
+    if q.dtype in (jnp.bfloat16, jnp.float16) and jax.default_backend() == "gpu":
+        try:
+            return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+        except Exception:  # noqa: BLE001 - an unsupported shape or cuDNN version: the plain path
+            pass
+    T = q.shape[1]
+    mask = jnp.broadcast_to(jnp.arange(T)[None, :] <= jnp.arange(T)[:, None], (q.shape[0], T, T))
+    return attention(q, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), mask)
+
+
 def cached_attention(
     q: jax.Array,
     k: jax.Array,
@@ -114,23 +132,22 @@ def cached_attention(
     cache: tuple[jax.Array, jax.Array] | None,
     window: int | None,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
-    """Attention of this call's queries over the cache (or over this call's keys alone).
+    """Attention of this call's queries over the cache (or, without one, `causal_attention` over
+    this call's keys alone: a plain causal pass).
 
     With a cache, the new `k, v` are written at slots `positions[:, 0] ...` and the queries read
     the first `window` slots (a static size covering every row's length; reading only that part
     of the cache is what keeps long-context decoding from paying for all of `S`).
     """
     if cache is None:
-        key_pos = positions
-        ks, vs = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)
-    else:
-        ck, cv = cache
-        ck = write_cache(ck, k, positions[:, 0])
-        cv = write_cache(cv, v, positions[:, 0])
-        cache = (ck, cv)
-        W = ck.shape[2] if window is None else min(window, ck.shape[2])
-        ks, vs = ck[:, :, :W], cv[:, :, :W]
-        key_pos = jnp.broadcast_to(jnp.arange(W, dtype=positions.dtype), (q.shape[0], W))
+        return causal_attention(q, k, v), None
+    ck, cv = cache
+    ck = write_cache(ck, k, positions[:, 0])
+    cv = write_cache(cv, v, positions[:, 0])
+    cache = (ck, cv)
+    W = ck.shape[2] if window is None else min(window, ck.shape[2])
+    ks, vs = ck[:, :, :W], cv[:, :, :W]
+    key_pos = jnp.broadcast_to(jnp.arange(W, dtype=positions.dtype), (q.shape[0], W))
     mask = key_pos[:, None, :] <= positions[:, :, None]
     return attention(q, ks, vs, mask), cache
 

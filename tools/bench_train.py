@@ -50,6 +50,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench_decode import best_time  # noqa: E402
 from profile_summary import format_summary, profile  # noqa: E402
 
 from specexit_jax import model as M  # noqa: E402
@@ -100,16 +101,6 @@ def synthetic_traces(path: Path, n: int, T: int, vocab: int, seed: int = 0) -> N
                 "think_end": think_end, "boundaries": boundaries,
                 "confident": rng.integers(0, 2, len(boundaries)).tolist(),
             }) + "\n")
-
-
-def best_time(fn, *args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def bench_matmul(n: int, repeats: int) -> dict:

@@ -1,0 +1,36 @@
+"""The benchmark tools run end to end at tiny shapes on CPU (their GPU figures are in the README)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+
+def test_bench_train_reports_throughput_mfu_and_a_kernel_profile(tmp_path):
+    import bench_train
+
+    out = tmp_path / "train.json"
+    assert bench_train.main(["--tiny", "--devices", "1", "--steps", "1", "--remat", "full",
+                             "--profile", str(tmp_path / "prof"), "--out", str(out)]) == 0
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["remat"] == "full" and run["tokens_per_s"] > 0 and 0 < run["mfu_draft"] < 1
+    assert run["target_s"] < run["step_s"] and run["draft_s"] > 0
+    prof = run["profile"]
+    assert prof["total_ms"] > 0 and prof["top"] and sum(prof["kinds"].values()) > 0
+
+
+def test_bench_mesh_compares_a_tensor_split_with_one_device(tmp_path):
+    out = tmp_path / "mesh.json"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    subprocess.run([sys.executable, str(ROOT / "tools" / "bench_mesh.py"), "--tiny", "--meshes", ",tensor=2",
+                    "--batches", "2", "--steps", "8", "--out", str(out)], check=True, env=env, cwd=ROOT,
+                   capture_output=True, timeout=600)
+    one, split = json.loads(out.read_text())["rows"]
+    assert one["mesh"] == "one device" and split["mesh"] == "tensor=2" and split["devices"] == 2
+    assert split["speedup"] > 0 and 0 <= split["identical_prefix"] <= 8

@@ -216,9 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--smoothing",
-        choices=("ewma", "window"),
+        choices=("ewma", "window", "boundary"),
         default="ewma",
-        help="how signals are smoothed over rounds (default ewma)",
+        help="how signals are smoothed over rounds; boundary: each step boundary is judged by "
+        "its own signals, no smoothing (default ewma)",
+    )
+    g.add_argument(
+        "--exit-surprise",
+        type=_float,
+        metavar="P",
+        help="no signal exit after a thinking token to which the target gave probability < P "
+        "(at the sampling temperature; default: off)",
     )
     g.add_argument(
         "--ewma", type=_float, default=0.1, metavar="A", help="EWMA rate: s <- A*x + (1-A)*s (default 0.1)"
@@ -544,6 +552,7 @@ def _run(args) -> int:
         smoothing=args.smoothing,
         ewma=args.ewma,
         window=args.smooth_window,
+        surprise=args.exit_surprise,
         think_start_id=think_start,
         think_end_id=think_end,
         step_split_ids=split,

@@ -213,6 +213,9 @@ def _bad_inputs(root: Path) -> dict[str, list]:
         "marker id out of vocab": ["--target", bare, "--think-end-id", "999", "--prompt-ids", "1"],
         "unknown flag": ["--target", t, "--prompt-ids", "1", "--frobnicate"],
         "bad id list": ["--target", t, "--prompt-ids", "1,x"],
+        "surprise veto out of range": [
+            "--target", t, "--draft", d, "--mode", "specexit", "--exit-surprise", "1.5", "--prompt-ids", "1",
+        ],
     }
 
 
@@ -232,7 +235,7 @@ def test_help_describes_every_flag():
     promised = (
         "--target --draft --mode --prompt --prompt-ids --max-new-tokens --temperature --top-k --top-p "
         "--seed --num-draft-tokens --json --think-start-id --think-end-id --step-split-ids --eos-ids "
-        "--exit-confidence --exit-progress --exit-remain --ewma --exit-signals --smoothing "
+        "--exit-confidence --exit-progress --exit-remain --ewma --exit-signals --smoothing --exit-surprise "
         "--min-think-tokens --max-think-tokens --continue-below-min --closing-text --record-signals"
     ).split()
     assert set(promised) <= documented

@@ -243,3 +243,14 @@ def test_help_describes_every_flag():
         assert flag in out
     for a in decode.build_parser()._actions:
         assert a.help, a.option_strings
+
+
+def test_exit_policy_defaults_to_the_demo_tuning_only_for_the_demo():
+    from specexit_jax.demo import EXIT
+
+    parse = decode.build_parser().parse_args
+    assert decode._exit_policy(parse([]), demo=True) == EXIT
+    assert decode._exit_policy(parse([]), demo=False) == {"smoothing": "ewma", "confidence": 0.8, "surprise": None}
+    given = parse(["--smoothing", "window", "--exit-confidence", "0.7", "--exit-surprise", "0"])
+    assert decode._exit_policy(given, demo=True) == {"smoothing": "window", "confidence": 0.7, "surprise": None}
+    assert decode._exit_policy(parse(["--exit-surprise", "0.1"]), demo=False)["surprise"] == 0.1

@@ -13,7 +13,9 @@ One round, per row (`L` = cache length, `last` = newest token, not yet in the ca
     draft   d_1 from the previous round's draft output, d_2..d_K by `lax.scan` over the draft
     verify  target over [last, d_1..d_K] at positions L..L+K -> n accepted, next token
     commit  emitted e_0..e_{c-1} (accepted drafts, then next), cut by EOS, max_new_tokens,
-            the thinking budget or a signal exit (then `</think>` is forced next round)
+            the thinking budget or a signal exit (then `</think>` is forced next round; with
+            boundary judging, a boundary that ends a round is judged by the next round's first
+            feature, which read it, and `</think>` then takes that round's first place)
     catch   the draft re-runs over the accepted target features, so its cache matches the
             accepted text; its output at the last accepted position gives the next d_1
 

@@ -189,9 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--exit-confidence",
         type=_float,
-        default=0.8,
         metavar="C",
-        help="exit needs smoothed confidence > C (default 0.8)",
+        help="exit needs smoothed confidence > C (default 0.8; the bundled demo: 0.6)",
     )
     g.add_argument(
         "--exit-progress",
@@ -216,9 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--smoothing",
-        choices=("ewma", "window"),
-        default="ewma",
-        help="how signals are smoothed over rounds (default ewma)",
+        choices=("ewma", "window", "boundary"),
+        help="how signals are smoothed over rounds; boundary: each step boundary is judged by "
+        "its own signals, no smoothing (default ewma; the bundled demo: boundary)",
+    )
+    g.add_argument(
+        "--exit-surprise",
+        type=_float,
+        metavar="P",
+        help="no signal exit after a thinking token to which the target gave probability < P "
+        "(at the sampling temperature); 0 is off (default off; the bundled demo: 0.2)",
     )
     g.add_argument(
         "--ewma", type=_float, default=0.1, metavar="A", help="EWMA rate: s <- A*x + (1-A)*s (default 0.1)"
@@ -443,6 +449,19 @@ def _summary(b: int, row: dict, rate: float | None) -> str:
     return ", ".join(parts)
 
 
+def _exit_policy(args, demo: bool) -> dict:
+    """Smoothing, confidence threshold and surprise veto: the flags where given, else the bundled
+    demo's tuned policy (with the demo model) or the generic defaults."""
+    from specexit_jax.demo import EXIT
+
+    default = EXIT if demo else {"smoothing": "ewma", "confidence": 0.8, "surprise": None}
+    given = {"smoothing": args.smoothing, "confidence": args.exit_confidence, "surprise": args.exit_surprise}
+    policy = {k: default[k] if v is None else v for k, v in given.items()}
+    if policy["surprise"] == 0:
+        policy["surprise"] = None
+    return policy
+
+
 def _run(args) -> int:
     from specexit_jax.tokenizer import load_tokenizer_if_present
 
@@ -536,14 +555,14 @@ def _run(args) -> int:
 
     maybe_initialize_distributed()  # a no-op unless launched on several hosts
 
+    policy = _exit_policy(args, demo)
     ex = ExitConfig(
         signals=tuple(args.exit_signals),
-        confidence=args.exit_confidence,
         progress=args.exit_progress,
         remain=args.exit_remain,
-        smoothing=args.smoothing,
         ewma=args.ewma,
         window=args.smooth_window,
+        **policy,
         think_start_id=think_start,
         think_end_id=think_end,
         step_split_ids=split,

@@ -13,7 +13,9 @@ One round, per row (`L` = cache length, `last` = newest token, not yet in the ca
     draft   d_1 from the previous round's draft output, d_2..d_K by `lax.scan` over the draft
     verify  target over [last, d_1..d_K] at positions L..L+K -> n accepted, next token
     commit  emitted e_0..e_{c-1} (accepted drafts, then next), cut by EOS, max_new_tokens,
-            the thinking budget or a signal exit (then `</think>` is forced next round)
+            the thinking budget or a signal exit (then `</think>` is forced next round; with
+            boundary judging, a boundary that ends a round is judged by the next round's first
+            feature, which read it, and `</think>` then takes that round's first place)
     catch   the draft re-runs over the accepted target features, so its cache matches the
             accepted text; its output at the last accepted position gives the next d_1
 
@@ -48,11 +50,13 @@ from specexit_jax.exit import (
     ExitParams,
     ewma_update,
     first_match,
+    first_passing_boundary,
     masked_mean,
     signals_pass,
+    surprised,
     window_update,
 )
-from specexit_jax.sampling import SamplingParams, probs, sample, verify
+from specexit_jax.sampling import SamplingParams, probs, sample, token_probs, verify
 
 MODES = ("ar", "spec", "specexit", "budget", "deer")
 REASONS = ("none", "natural", "signal", "budget")
@@ -75,6 +79,7 @@ class Plan:
     continue_below_min: bool
     smoothing: str
     smooth_window: int
+    surprise: bool  # veto signal exits after a surprising thinking token
     record: bool  # keep per-token signals
     probe_len: int = 0  # DEER: trial-answer tokens decoded at each step boundary (0: off)
     probe_slots: int = 0  # cache slots a probe uses past a row's length
@@ -118,6 +123,8 @@ class DecodeState:
     smooth_started: jax.Array
     win_buf: jax.Array  # [B,W,3] windowed-mean buffer
     win_count: jax.Array
+    vetoed: jax.Array  # a surprising thinking token was accepted: no signal exit any more
+    pending: jax.Array  # the newest token is a step boundary not judged yet (smoothing="boundary")
     exit_pos: jax.Array  # output index of the natural or forced `</think>` (closing text first)
     exit_reason: jax.Array
     exit_signals: jax.Array  # [B,3] smoothed signals when the exit fired
@@ -194,17 +201,63 @@ def _draft_chain(tp, dp, plan: Plan, knobs: Knobs, st: DecodeState, key, window)
     return ids, qs, dcache
 
 
-def _commit(plan: Plan, knobs: Knobs, st: DecodeState, e, c, sig, accept_n):
+def _is_split(knobs: Knobs, tokens: jax.Array) -> jax.Array:
+    """Whether each of `tokens [...]` is a step-split token."""
+    return jnp.any(tokens[..., None] == knobs.split_ids, axis=-1)
+
+
+def _exit_pending(knobs: Knobs, st: DecodeState, sig, c):
+    """Judge a step boundary that ended the previous round (`st.pending`) by this round's first
+    feature, which read it. Rows that pass exit now: the closing text and `</think>` are queued
+    and only the first of them is kept this round (the drafts after it were not forced).
+
+    Returns the state with those rows' queue loaded, the new `c [B]` and the rows `[B]`."""
+    late = st.pending & ~st.done & signals_pass(sig[:, 0], knobs.ex)
+    F = knobs.forced_ids.shape[0]
+    st = st.replace(
+        forced=jnp.where(late[:, None], knobs.forced_ids[None, :], st.forced),
+        n_forced=jnp.where(late, F, st.n_forced),
+        exit_pos=jnp.where(late, st.n_out, st.exit_pos),
+        exit_reason=jnp.where(late, _SIGNAL, st.exit_reason),
+        exit_signals=jnp.where(late[:, None], sig[:, 0], st.exit_signals),
+    )
+    return st, jnp.where(late, 1, c), late
+
+
+def _boundary_exit(knobs: Knobs, e, c, cut, sig, vetoed, thinking):
+    """Boundary judging within a round: the first kept boundary `e [B,K+1]` whose reading feature
+    (the next position's, so the boundary must not be the last kept token) passes, unvetoed.
+
+    `thinking [B,K+1]` where a boundary may exit (inside thinking, past the minimum). Returns
+    `fire [B]`, its index `[B]`, the signals judged `[B,3]` (the first candidate's when none
+    fired) and whether any boundary was judged `[B]`."""
+    K1 = e.shape[1]
+    idx = jnp.arange(K1)[None, :]
+    read = jnp.concatenate([sig[:, 1:], sig[:, -1:]], axis=1)  # [B,K+1,3] of the reading feature
+    candidates = _is_split(knobs, e) & thinking & (idx + 1 < c[:, None]) & (idx + 1 <= cut[:, None])
+    at = first_passing_boundary(read, candidates, vetoed, knobs.ex)
+    first = jnp.min(jnp.where(candidates, idx, K1), axis=1)
+    fire = at < K1
+    judged = _at(read, jnp.minimum(jnp.where(fire, at, first), K1 - 1))
+    return fire, at, judged, first < K1
+
+
+def _commit(plan: Plan, knobs: Knobs, st: DecodeState, e, c, sig, token_p, accept_n):
     """Apply one round's outcome: cuts, thinking policy, output and bookkeeping.
 
     `e [B,K+1]` emitted tokens, of which the first `c [B]` stand; `sig [B,K+1,3]` the signals
-    of the features that produced them (or None); `accept_n [B]` accepted drafts (for stats).
+    of the features that produced them (or None); `token_p [B,K+1]` the target's probabilities
+    of them (None without the surprise veto); `accept_n [B]` accepted drafts (for stats).
     Returns the new state (caches untouched) and the final `c`.
     """
     B, K1 = e.shape
     idx = jnp.arange(K1)[None, :]
     active = ~st.done
     forcing = st.n_forced > 0
+    late = jnp.zeros((B,), bool)
+    if plan.exit_signals and plan.smoothing == "boundary":
+        st, c, late = _exit_pending(knobs, st, sig, c)
+        forcing = st.n_forced > 0
 
     # Forced tokens (closing text, </think>) take the first places; pop what this round used.
     fpad = jnp.pad(st.forced, ((0, 0), (0, max(0, K1 - st.forced.shape[1]))), constant_values=-1)
@@ -223,6 +276,10 @@ def _commit(plan: Plan, knobs: Knobs, st: DecodeState, e, c, sig, accept_n):
     cut = c
     reason = jnp.full((B,), _NONE)
     smooth, started, win_buf, win_count = st.smooth, st.smooth_started, st.win_buf, st.win_count
+    vetoed = jnp.broadcast_to(st.vetoed[:, None], (B, K1))  # [B,K+1] after each position
+    if plan.surprise:
+        thinking = monitor[:, None] & (idx < n_think[:, None])
+        vetoed = vetoed | surprised(token_p, thinking, knobs.ex.surprise)
     if plan.limits:
         F = knobs.forced_ids.shape[0]
         allowed = knobs.ex.max_think - (F - 1) - st.think_count
@@ -237,7 +294,14 @@ def _commit(plan: Plan, knobs: Knobs, st: DecodeState, e, c, sig, accept_n):
         probe = monitor & active & (boundary < n_think) & (boundary + 1 <= cut)
         c = jnp.where(probe, boundary + 1, c)
         cut = jnp.where(probe & (reason == _NONE), c, cut)
-    if plan.exit_signals:
+    if plan.exit_signals and plan.smoothing == "boundary":
+        may_exit = monitor[:, None] & (idx < n_think[:, None]) & (idx >= lo[:, None])
+        fire, at, judged, any_judged = _boundary_exit(knobs, e, c, cut, sig, vetoed, may_exit)
+        smooth = jnp.where((fire | any_judged)[:, None], judged, st.smooth)
+        smooth = jnp.where(late[:, None], sig[:, 0], smooth)
+        cut = jnp.where(fire, at + 1, cut)
+        reason = jnp.where(fire, _SIGNAL, reason)
+    elif plan.exit_signals:
         valid = idx < c[:, None]
         if plan.smoothing == "ewma":
             smooth, started = ewma_update(
@@ -249,6 +313,7 @@ def _commit(plan: Plan, knobs: Knobs, st: DecodeState, e, c, sig, accept_n):
             )
             smooth = jnp.where((win_count > 0)[:, None], mean, st.smooth)
         fire = monitor & (boundary < n_think) & signals_pass(smooth, knobs.ex) & (boundary + 1 <= cut)
+        fire &= ~_at(vetoed, jnp.minimum(boundary, K1 - 1))
         cut = jnp.where(fire, boundary + 1, cut)
         reason = jnp.where(fire, _SIGNAL, reason)
     forced_exit = reason != _NONE
@@ -263,7 +328,10 @@ def _commit(plan: Plan, knobs: Knobs, st: DecodeState, e, c, sig, accept_n):
     # Thinking state after the kept tokens.
     think_at = first_match(e, knobs.think_end[None], idx < c[:, None])
     ended = st.in_think & (think_at < c)
-    think_count = st.think_count + jnp.where(st.in_think, jnp.minimum(think_at, c), 0)
+    kept_think = jnp.where(st.in_think, jnp.minimum(think_at, c), 0)
+    think_count = st.think_count + kept_think
+    vetoed = jnp.where(kept_think > 0, _at(vetoed, jnp.maximum(kept_think - 1, 0)), st.vetoed)
+    in_think = st.in_think & ~ended
     natural = natural & ended
     exit_pos = jnp.where(natural, st.n_out + think_at, st.exit_pos)
     exit_pos = jnp.where(forced_exit, st.n_out + c, exit_pos)
@@ -278,6 +346,9 @@ def _commit(plan: Plan, knobs: Knobs, st: DecodeState, e, c, sig, accept_n):
     )
     forced = jnp.where(forced_exit[:, None], knobs.forced_ids[None, :], shifted)
     n_forced = jnp.where(forced_exit, F, st.n_forced - popped)
+    pending = jnp.zeros_like(st.pending)
+    if plan.exit_signals and plan.smoothing == "boundary":
+        pending = in_think & (n_forced == 0) & ~vetoed & (c - 1 >= lo) & _is_split(knobs, _at(e, c - 1))
 
     # Output, lengths and stats.
     hit_eos = jnp.any((idx < c[:, None]) & jnp.any(e[..., None] == knobs.eos_ids, -1), axis=1)
@@ -300,12 +371,14 @@ def _commit(plan: Plan, knobs: Knobs, st: DecodeState, e, c, sig, accept_n):
         done=done,
         forced=forced,
         n_forced=n_forced,
-        in_think=st.in_think & ~ended,
+        in_think=in_think,
         think_count=think_count,
         smooth=smooth,
         smooth_started=started,
         win_buf=win_buf,
         win_count=win_count,
+        vetoed=vetoed,
+        pending=pending,
         exit_pos=exit_pos,
         exit_reason=exit_reason,
         exit_signals=exit_signals,
@@ -390,7 +463,8 @@ def _round(tp, dp, plan: Plan, knobs: Knobs, st: DecodeState, window: int) -> De
     e = jnp.concatenate([d_ids, jnp.zeros_like(nxt)[:, None]], axis=1)
     e = jnp.where(jnp.arange(K + 1)[None, :] == n[:, None], nxt[:, None], e)
     hidden, sig = (None, None) if dp is None else D.project(dp, plan.dcfg, aux)
-    st, e, c, probe = _commit(plan, knobs, st.replace(tcache=tcache, key=key), e, n + 1, sig, n)
+    token_p = token_probs(logits, e, knobs.sp) if plan.surprise else None
+    st, e, c, probe = _commit(plan, knobs, st.replace(tcache=tcache, key=key), e, n + 1, sig, token_p, n)
     if plan.probe_len:
         st = jax.lax.cond(
             jnp.any(probe),
@@ -427,6 +501,8 @@ def _init_state(plan: Plan, B: int, in_think, key) -> DecodeState:
         smooth_started=jnp.zeros((B,), bool),
         win_buf=jnp.zeros((B, plan.smooth_window, 3), jnp.float32),
         win_count=zi,
+        vetoed=jnp.zeros((B,), bool),
+        pending=jnp.zeros((B,), bool),
         exit_pos=jnp.full((B,), -1, jnp.int32),
         exit_reason=zi,
         exit_signals=jnp.zeros((B, 3), jnp.float32),
@@ -458,7 +534,11 @@ def prefill(tp, dp, plan: Plan, knobs: Knobs, prompts, prompt_len, in_think, key
     st = st.replace(tcache=tcache, length=prompt_len - 1)
     hidden, sig = (None, None) if dp is None else D.project(dp, plan.dcfg, aux)
     sig_last = None if sig is None else jnp.pad(_at(sig, prompt_len - 1)[:, None], ((0, 0), (0, K1 - 1), (0, 0)))
-    st, e, c, _ = _commit(plan, knobs, st, e, jnp.ones((B,), jnp.int32), sig_last, jnp.zeros((B,), jnp.int32))
+    token_p = None
+    if plan.surprise:
+        token_p = jnp.pad(token_probs(logits[:, 0], first, knobs.sp)[:, None], ((0, 0), (0, K1 - 1)))
+    one = jnp.ones((B,), jnp.int32)
+    st, e, c, _ = _commit(plan, knobs, st, e, one, sig_last, token_p, jnp.zeros((B,), jnp.int32))
     st = st.replace(proposed=jnp.zeros_like(st.proposed))  # the prefill proposes no drafts
     if dp is not None:
         # Draft pairs (feature t, token t+1); the pair at the last prompt position takes `first`.
@@ -618,6 +698,7 @@ def setup(
         continue_below_min=ex.continue_below_min,
         smoothing=ex.smoothing,
         smooth_window=ex.window,
+        surprise=ex.surprise is not None and mode == "specexit",
         record=ex.record_signals and mode == "specexit",
         probe_len=ex.probe_tokens if deer else 0,
         probe_slots=probe_slots,
@@ -762,6 +843,8 @@ def _result(
             row["acceptance_rate"] = (h.accepted[b] / np.maximum(h.proposed[b], 1)).round(4).tolist()
         if plan.exit_signals:
             row["exit_signals"] = dict(zip(D.SIGNALS, h.exit_signals[b].round(4).tolist()))
+        if plan.surprise:
+            row["vetoed"] = bool(h.vetoed[b])
         if plan.record:
             row["signals"] = {
                 "raw": h.trace[b, :n, :3].round(4).tolist(),

@@ -1,9 +1,25 @@
 """The speculative-exit policy: settings and the pure per-round functions the decode loop uses.
 
-Each round, the signals of the newly accepted positions (from the draft's `fc` rows, so they cost
-nothing extra) are averaged and smoothed per row. When a step-split token is among the newly
-accepted tokens and every active smoothed signal passes its threshold, the round is cut right after
-the first such token and `</think>` (after an optional closing text) is forced next.
+The signals come from the draft's `fc` rows, so they cost nothing extra. How they are judged
+(`smoothing`):
+
+    ewma, window  the signals of the newly accepted positions are averaged and smoothed per row
+                  across rounds; when a step-split token is among the newly accepted tokens and
+                  every active smoothed signal passes its threshold, exit at the first such token
+    boundary      each step-split token is judged by the signals credited to it alone (those of
+                  the feature that produced it, which carries that boundary's training label, see
+                  `specexit_jax.train.labels`): no smoothing across steps; exit at the first
+                  boundary that passes
+
+An exit cuts the round right after the boundary token and forces `</think>` (after an optional
+closing text) next.
+
+Surprise veto (`surprise=P`): the draft cannot tell that the reasoning has slipped (its
+confidence reads the text, which looks as fluent after a slip), but the target can: a slip is a
+sampled token to which the target gave a low probability. Once an accepted thinking token had
+target probability below `P` (at the sampling temperature, from the verify logits the round
+already has), signal exits are off for the rest of that row's thinking. The veto only moves
+where thinking may end; the tokens decoded are unchanged.
 """
 
 from __future__ import annotations
@@ -16,7 +32,7 @@ from flax import struct
 
 from specexit_jax.draft import SIGNALS
 
-SMOOTHING = ("ewma", "window")
+SMOOTHING = ("ewma", "window", "boundary")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,9 +48,10 @@ class ExitConfig:
     confidence: float = 0.8  # exit needs smoothed confidence > this
     progress: float = 0.3  # ... and progress > this
     remain: float = 200.0  # ... and predicted remaining thinking tokens < this
-    smoothing: str = "ewma"
+    smoothing: str = "ewma"  # one of SMOOTHING
     ewma: float = 0.1
     window: int = 8  # positions averaged with smoothing="window"
+    surprise: float | None = None  # veto signal exits after a thinking token with target prob < this
     think_start_id: int | None = None
     think_end_id: int | None = None
     step_split_ids: tuple[int, ...] = ()
@@ -60,6 +77,8 @@ class ExitConfig:
             raise ValueError(f"ewma must be in (0, 1], got {self.ewma}")
         if self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
+        if self.surprise is not None and not 0.0 < self.surprise < 1.0:
+            raise ValueError(f"surprise must be in (0, 1) or None (off), got {self.surprise}")
         if self.min_think_tokens < 0:
             raise ValueError(f"min_think_tokens must be >= 0, got {self.min_think_tokens}")
         if self.probe_tokens < 1:
@@ -80,6 +99,7 @@ class ExitConfig:
             thresholds=jnp.asarray([self.confidence, self.progress, self.remain], jnp.float32),
             active=jnp.asarray([s in self.signals for s in SIGNALS]),
             ewma=jnp.float32(self.ewma),
+            surprise=jnp.float32(self.surprise or 0.0),
             min_think=jnp.int32(self.min_think_tokens),
             max_think=jnp.int32(
                 2**30 if self.max_think_tokens is None else self.max_think_tokens
@@ -95,6 +115,7 @@ class ExitParams:
     thresholds: jax.Array  # [3] confidence, progress, remain
     active: jax.Array  # [3] bool
     ewma: jax.Array
+    surprise: jax.Array  # veto threshold on target token probabilities (0 when off)
     min_think: jax.Array
     max_think: jax.Array
     probe_threshold: jax.Array
@@ -127,10 +148,28 @@ def window_update(buf: jax.Array, count: jax.Array, x: jax.Array, n: jax.Array):
 
 
 def signals_pass(s: jax.Array, p: ExitParams) -> jax.Array:
-    """Every active smoothed signal `s [B,3]` passes: conf > c, progress > p, remain < r."""
+    """Every active signal of `s [...,3]` passes: conf > c, progress > p, remain < r."""
     t = p.thresholds
-    ok = jnp.stack([s[:, 0] > t[0], s[:, 1] > t[1], s[:, 2] < t[2]], axis=-1)
+    ok = jnp.stack([s[..., 0] > t[0], s[..., 1] > t[1], s[..., 2] < t[2]], axis=-1)
     return jnp.all(ok | ~p.active, axis=-1)
+
+
+def surprised(token_p: jax.Array, valid: jax.Array, threshold) -> jax.Array:
+    """`[B,T]` bool: some valid token at or before each position had probability < `threshold`.
+
+    `token_p [B,T]` the target's probabilities of the emitted tokens, `valid [B,T]` which count.
+    """
+    return jnp.cumsum(valid & (token_p < threshold), axis=1) > 0
+
+
+def first_passing_boundary(
+    sig: jax.Array, is_boundary: jax.Array, vetoed: jax.Array, p: ExitParams
+) -> jax.Array:
+    """Index of the first boundary (`is_boundary [B,T]`) whose own signals `sig [B,T,3]` pass
+    and that is not `vetoed [B,T]`; T when none."""
+    ok = is_boundary & ~vetoed & signals_pass(sig, p)
+    T = sig.shape[1]
+    return jnp.min(jnp.where(ok, jnp.arange(T), T), axis=1)
 
 
 def first_match(tokens: jax.Array, ids: jax.Array, valid: jax.Array) -> jax.Array:

@@ -49,6 +49,17 @@ def probs(logits: jax.Array, sp: SamplingParams) -> jax.Array:
     return jax.nn.softmax(jnp.where(scaled >= threshold, scaled, -jnp.inf), axis=-1)
 
 
+def token_probs(logits: jax.Array, tokens: jax.Array, sp: SamplingParams) -> jax.Array:
+    """Probability `[...]` of `tokens [...]` under softmax(`logits [...,V]` / temperature).
+
+    Top-k / top-p are not applied (they only raise the probability of the tokens they keep).
+    At temperature 0 this is 1 for the argmax token and about 0 for every other one.
+    """
+    scaled = logits.astype(jnp.float32) / jnp.maximum(sp.temperature, 1e-6)
+    picked = jnp.take_along_axis(scaled, tokens[..., None], axis=-1)[..., 0]
+    return jnp.exp(picked - jax.nn.logsumexp(scaled, axis=-1))
+
+
 def sample(key: jax.Array, p: jax.Array) -> jax.Array:
     """Draw one id per row from probabilities `p [...,V]`."""
     return jax.random.categorical(key, jnp.log(p), axis=-1).astype(jnp.int32)

@@ -213,6 +213,9 @@ def _bad_inputs(root: Path) -> dict[str, list]:
         "marker id out of vocab": ["--target", bare, "--think-end-id", "999", "--prompt-ids", "1"],
         "unknown flag": ["--target", t, "--prompt-ids", "1", "--frobnicate"],
         "bad id list": ["--target", t, "--prompt-ids", "1,x"],
+        "surprise veto out of range": [
+            "--target", t, "--draft", d, "--mode", "specexit", "--exit-surprise", "1.5", "--prompt-ids", "1",
+        ],
     }
 
 
@@ -232,7 +235,7 @@ def test_help_describes_every_flag():
     promised = (
         "--target --draft --mode --prompt --prompt-ids --max-new-tokens --temperature --top-k --top-p "
         "--seed --num-draft-tokens --json --think-start-id --think-end-id --step-split-ids --eos-ids "
-        "--exit-confidence --exit-progress --exit-remain --ewma --exit-signals --smoothing "
+        "--exit-confidence --exit-progress --exit-remain --ewma --exit-signals --smoothing --exit-surprise "
         "--min-think-tokens --max-think-tokens --continue-below-min --closing-text --record-signals"
     ).split()
     assert set(promised) <= documented
@@ -240,3 +243,14 @@ def test_help_describes_every_flag():
         assert flag in out
     for a in decode.build_parser()._actions:
         assert a.help, a.option_strings
+
+
+def test_exit_policy_defaults_to_the_demo_tuning_only_for_the_demo():
+    from specexit_jax.demo import EXIT
+
+    parse = decode.build_parser().parse_args
+    assert decode._exit_policy(parse([]), demo=True) == EXIT
+    assert decode._exit_policy(parse([]), demo=False) == {"smoothing": "ewma", "confidence": 0.8, "surprise": None}
+    given = parse(["--smoothing", "window", "--exit-confidence", "0.7", "--exit-surprise", "0"])
+    assert decode._exit_policy(given, demo=True) == {"smoothing": "window", "confidence": 0.7, "surprise": None}
+    assert decode._exit_policy(parse(["--exit-surprise", "0.1"]), demo=False)["surprise"] == 0.1

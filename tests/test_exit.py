@@ -22,9 +22,12 @@ from specexit_jax.exit import (
     ExitConfig,
     ewma_update,
     first_match,
+    first_passing_boundary,
     signals_pass,
+    surprised,
     window_update,
 )
+from specexit_jax.sampling import SamplingParams, token_probs
 from specexit_jax.engine import decode, generate, prefill
 
 import worlds
@@ -143,6 +146,45 @@ def test_exit_config_rejects_bad_settings():
         ExitConfig(ewma=0.0)
     with pytest.raises(ValueError, match="closing"):
         ExitConfig(think_end_id=1, closing_ids=(2, 3), max_think_tokens=2)
+    for bad in (0.0, 1.0, -0.1, 2.0):
+        with pytest.raises(ValueError, match="surprise"):
+            ExitConfig(surprise=bad)
+    assert ExitConfig(smoothing="boundary", surprise=0.2).traced().surprise == pytest.approx(0.2)
+
+
+def test_surprised_marks_every_position_from_the_first_low_probability():
+    token_p = jnp.asarray([[0.9, 0.1, 0.8, 0.7], [0.5, 0.6, 0.05, 0.01], [0.3, 0.3, 0.3, 0.3]])
+    valid = jnp.asarray([[True] * 4, [True, True, False, False], [True] * 4])
+    got = np.asarray(surprised(token_p, valid, 0.2))
+    np.testing.assert_array_equal(got, [[0, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]])
+
+
+def test_first_passing_boundary_skips_failing_and_vetoed_boundaries():
+    ex = ExitConfig(confidence=0.6, progress=0.3, remain=50.0).traced()
+    good, low_conf, far = [0.9, 0.5, 10.0], [0.4, 0.5, 10.0], [0.9, 0.5, 80.0]
+    sig = jnp.asarray([
+        [good, low_conf, good, good],  # boundaries 1, 2: 1 fails, 2 passes
+        [good, far, low_conf, good],  # boundaries 1, 2: both fail
+        [good, good, good, good],  # boundaries 0, 3: a surprise at 1 vetoes only 3
+        [good, good, good, good],  # boundaries 1, 3: a surprise at 1 vetoes both
+        [good, good, good, good],  # no boundary
+    ], jnp.float32)
+    is_boundary = jnp.asarray([[0, 1, 1, 0], [0, 1, 1, 0], [1, 0, 0, 1], [0, 1, 0, 1], [0, 0, 0, 0]], bool)
+    vetoed = jnp.asarray([[0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 1, 1], [0, 1, 1, 1], [0, 0, 0, 0]], bool)
+    got = np.asarray(first_passing_boundary(sig, is_boundary, vetoed, ex))
+    np.testing.assert_array_equal(got, [2, 4, 0, 4, 4])
+
+
+def test_token_probs_at_the_sampling_temperature():
+    logits = jnp.asarray([[0.0, np.log(3.0), -1e9]], jnp.float32)
+    tokens = jnp.asarray([[1, 0, 2]])
+    logits3 = jnp.broadcast_to(logits[:, None], (1, 3, 3))
+    at1 = token_probs(logits3, tokens, SamplingParams.make(1.0))
+    np.testing.assert_allclose(np.asarray(at1), [[0.75, 0.25, 0.0]], atol=1e-6)
+    at_half = token_probs(logits3, tokens, SamplingParams.make(0.5))  # weights 1 : 9
+    np.testing.assert_allclose(np.asarray(at_half), [[0.9, 0.1, 0.0]], atol=1e-6)
+    greedy = token_probs(logits3, tokens, SamplingParams.make(0.0))
+    np.testing.assert_allclose(np.asarray(greedy), [[1.0, 0.0, 0.0]], atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -523,3 +565,105 @@ def test_signal_exit_follows_the_smoothed_signals(cworld, cprompts):
     # Row 0 passes its first boundary (confidence still low) and exits at the second.
     assert res.stats[0]["exit_position"] == res.tokens[0].index(splits[1]) + 1
     assert splits[0] in res.tokens[0][: res.stats[0]["exit_position"]]
+
+
+# ------------------------------------------------------------------------------------------------
+# Boundary judging and the surprise veto
+
+
+@pytest.mark.parametrize("world_name", ["cycle", "random"])
+@pytest.mark.parametrize("n_closing", [0, 2])
+@pytest.mark.parametrize("at", [3, 4, 5, 9, 10])
+def test_boundary_exit_is_greedy_decoding_up_to_the_forced_think_end(world_name, n_closing, at, cworld, cprompts,
+                                                                       rworld, rprompts, rref, rids):
+    """With signals that pass, `smoothing="boundary"` (and a surprise veto, which greedy decoding
+    never trips: the argmax has probability 1 at temperature 0) exits right after the first
+    boundary: the tokens are the target's greedy tokens up to it, then the closing text and
+    `</think>`. In the cycle world every draft is accepted, so a boundary at output index 5 or 10
+    ends its round (judged by the next round's first feature) and one at 3, 4 or 9 does not."""
+    if world_name == "cycle":
+        world, prompts, perm = cworld, cprompts, cworld[3]
+        te, closing = int(perm[50]), (int(perm[52]), int(perm[53]))[:n_closing]
+        ref = policy_reference(world[0], prompts, MAX_NEW, think_end=te)[0]
+        world = (world[0], _constant_signals(world[1]))
+    else:
+        world, prompts, ref = rworld, rprompts, rref
+        te, closing = rids["think_end"], rids["closing"][:n_closing]
+    split = ref[0][at]
+    ex = ExitConfig(think_end_id=te, step_split_ids=(split,), closing_ids=closing, smoothing="boundary",
+                    surprise=0.5, **PASS)
+    res = run(world, prompts, "specexit", ex)
+    j = ref[0].index(split)
+    assert res.tokens[0][: j + 1] == ref[0][: j + 1]
+    assert res.tokens[0][j + 1 : j + 2 + n_closing] == list(closing) + [te]
+    s = res.stats[0]
+    assert (s["exit_reason"], s["exit_position"], s["think_tokens"]) == ("signal", j + 1, j + 1 + n_closing)
+    assert not s["vetoed"]
+    want, info = policy_reference(world[0], prompts, MAX_NEW, think_end=te, splits=(split,), exit_on_split=True,
+                                  closing=closing)
+    check_against(res, want, info)
+
+
+def test_boundary_exit_reads_the_feature_after_the_boundary(cworld, cprompts):
+    """Token-dependent confidence: a boundary is judged by the signals of the feature that read
+    it (the one that produced the token after it), not by those of its own producer. Row 0's
+    boundaries are at output indices 3 (its reader confident, its producer not) and 5 (the
+    reverse); the exit is at 3. With the confidence swapped, the exit moves to 5, the last
+    token of a round (judged in the next round)."""
+    tp, dp, f, perm = cworld
+    ref = policy_reference(tp, cprompts, MAX_NEW, think_end=int(perm[50]))[0][0]
+    Hd = DCFG.hidden_size
+    for reader_confident, exit_at in ((3, 3), (5, 5)):
+        producer_confident = 5 if reader_confident == 3 else 3
+        raw_conf = np.full(V, -4.0)
+        raw_conf[ref[reader_confident]] = 4.0  # the feature reading this token
+        raw_conf[ref[producer_confident - 1]] = 4.0  # the feature producing this token
+        fc = np.array(dp["fc"])
+        fc[:, Hd:] = 0.0
+        fc[np.arange(V), Hd] = raw_conf / 2.0  # aux block 0 of token t is 2 * one_hot(t)
+        world = (tp, dict(dp, fc=jnp.asarray(fc)))
+        ex = ExitConfig(think_end_id=int(perm[50]), step_split_ids=(ref[3], ref[5]), smoothing="boundary", **PASS)
+        res = run(world, cprompts, "specexit", ex)
+        s = res.stats[0]
+        assert (s["exit_reason"], s["exit_position"]) == ("signal", exit_at + 1), reader_confident
+        assert res.tokens[0][: exit_at + 1] == ref[: exit_at + 1]
+        assert s["exit_signals"]["confidence"] == pytest.approx(1 / (1 + np.exp(-4.0)), abs=1e-4)
+
+
+def test_surprise_veto_follows_the_target_probabilities(rworld, rprompts):
+    """Sampling at temperature 1: the veto never changes the tokens, only whether thinking may end.
+    A reference computes the target's probability of each sampled token (full passes) and
+    predicts the outcome for thresholds just above and just below the lowest probability up to
+    row 0's first boundary: vetoed (tokens of `spec` with the same seed, no exit) or an exit there."""
+    tp = rworld[0]
+    kw = dict(temperature=1.0, seed=3)
+    spec = run(rworld, rprompts, "spec", None, **kw)
+    row = spec.tokens[0]
+    buf = np.zeros((1, T_REF), np.int32)
+    seq = rprompts[0] + row
+    buf[0, : len(seq)] = seq
+    logits = np.asarray(M.target_logits(tp, CFG, jnp.asarray(buf)))[0, len(rprompts[0]) - 1 : len(seq) - 1]
+    p = np.exp(jax.nn.log_softmax(logits, -1))[np.arange(len(row)), row]
+    j = next(j for j in range(6, 20) if row.index(row[j]) == j and p[: j + 1].min() < 0.5)
+    te = next(t for t in range(V) if t not in row)
+    low = float(p[: j + 1].min())
+    split = row[j]
+    make = lambda P: ExitConfig(think_end_id=te, step_split_ids=(split,), smoothing="boundary", surprise=P, **PASS)
+
+    vetoed = run(rworld, rprompts, "specexit", make(low * 1.02), **kw)
+    assert vetoed.tokens[0] == row
+    assert vetoed.stats[0]["exit_reason"] == "none" and vetoed.stats[0]["vetoed"]
+
+    passed = run(rworld, rprompts, "specexit", make(low * 0.98), **kw)
+    assert passed.tokens[0][: j + 2] == row[: j + 1] + [te]
+    assert passed.stats[0]["exit_reason"] == "signal" and passed.stats[0]["exit_position"] == j + 1
+    assert not passed.stats[0]["vetoed"]
+
+
+def test_surprise_threshold_does_not_recompile(rworld, rprompts, rids):
+    te, s0 = rids["think_end"], rids["s0"]
+    make = lambda P: ExitConfig(think_end_id=te, step_split_ids=(s0,), smoothing="boundary", surprise=P, **PASS)
+    run(rworld, rprompts, "specexit", make(0.3), temperature=1.0)
+    sizes = (prefill._cache_size(), decode._cache_size())
+    run(rworld, rprompts, "specexit", make(0.01), temperature=1.0)
+    assert (prefill._cache_size(), decode._cache_size()) == sizes

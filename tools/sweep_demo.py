@@ -3,9 +3,10 @@
     python tools/sweep_demo.py [--limit 100] [--temperature 1.0] [--out runs/sweep.json --plot runs/sweep.png]
 
 On the demo task (held-out problems) with the bundled models: `ar` and `spec` once, then
-`specexit` over confidence thresholds and smoothing rates, `budget` over thinking limits and
-`deer` over answer-confidence thresholds, all in one run on the same problems (batch 1, warmed
-up). Comparing methods at equal accuracy needs these curves, not one setting each.
+`specexit` with EWMA smoothing over confidence thresholds and smoothing rates, `specexit` with
+boundary judging and the surprise veto over confidence thresholds, `budget` over thinking limits
+and `deer` over answer-confidence thresholds, all in one run on the same problems (batch 1,
+warmed up). Comparing methods at equal accuracy needs these curves, not one setting each.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from specexit_jax.exit import ExitConfig
 from specexit_jax.tokenizer import Tokenizer
 
 SPECEXIT = [(0.8, 0.1), (0.7, 0.2), (0.6, 0.3), (0.5, 0.5)]  # (confidence threshold, ewma)
+BOUNDARY = [0.95, 0.9, 0.6]  # confidence thresholds with smoothing="boundary", surprise=SURPRISE
+SURPRISE = 0.2
 BUDGETS = [24, 32, 48, 64, 96]
 DEER = [0.95, 0.99, 0.999]
 
@@ -45,24 +48,28 @@ def main(argv=None) -> int:
     ]
     base = ExitConfig(think_start_id=tok.think_start_id, think_end_id=tok.think_end_id,
                       step_split_ids=tok.step_split_ids)
-    runs = [("ar", "ar", H.ModeSettings(base)), ("spec", "spec", H.ModeSettings(base))]
-    runs += [(f"specexit c>{c} a={a}", "specexit", H.ModeSettings(dataclasses.replace(base, confidence=c, ewma=a)))
-             for c, a in SPECEXIT]
-    runs += [(f"budget {b}", "budget", H.ModeSettings(base, budget_tokens=b)) for b in BUDGETS]
+    runs = [("ar", "ar", "ar", H.ModeSettings(base)), ("spec", "spec", "spec", H.ModeSettings(base))]
+    runs += [(f"specexit c>{c} a={a}", "specexit", "specexit (EWMA)",
+              H.ModeSettings(dataclasses.replace(base, confidence=c, ewma=a))) for c, a in SPECEXIT]
+    runs += [(f"specexit boundary c>{c} P={SURPRISE}", "specexit", "specexit (boundary, veto)",
+              H.ModeSettings(dataclasses.replace(base, smoothing="boundary", confidence=c, surprise=SURPRISE)))
+             for c in BOUNDARY]
+    runs += [(f"budget {b}", "budget", "budget", H.ModeSettings(base, budget_tokens=b)) for b in BUDGETS]
     probe = tuple(tok.encode("\n\nanswer:"))
-    runs += [(f"deer {t}", "deer", H.ModeSettings(base, deer_threshold=t, deer_probe_ids=probe)) for t in DEER]
+    runs += [(f"deer {t}", "deer", "deer", H.ModeSettings(base, deer_threshold=t, deer_probe_ids=probe))
+             for t in DEER]
     bar = tqdm(total=len(runs) * len(problems), file=sys.stderr)
     result = {"n": len(problems), "temperature": args.temperature, "runs": {}}
-    for name, mode, settings in runs:
+    for name, mode, method, settings in runs:
         bar.set_postfix_str(name)
         recs = H.run_mode(mode, problems, target, None if mode == "ar" else draft, tok.decode, settings,
                           max_new_tokens=args.max_new_tokens, num_draft_tokens=4, eos_ids=tok.eos_ids,
                           temperature=args.temperature, seed=args.seed, progress=bar.update)
-        result["runs"][name] = dict(H.summarize(recs), mode=mode)
+        result["runs"][name] = dict(H.summarize(recs), mode=mode, method=method)
     bar.close()
     H.add_speedups(result["runs"])
     for name, r in result["runs"].items():
-        print(f"{name:<22} acc {r['accuracy']:.2f}  think {r['think_tokens']:6.1f}  "
+        print(f"{name:<34} acc {r['accuracy']:.2f}  think {r['think_tokens']:6.1f}  "
               f"latency {1000 * r['latency_s']:6.1f} ms  x{r['speedup_vs_ar']:.2f} vs ar  x{r['speedup_vs_spec']:.2f} vs spec")
     if args.out:
         with open(args.out, "w") as f:
@@ -79,12 +86,13 @@ def plot(result: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    styles = {"ar": "ks", "spec": "k^", "specexit": "o-", "budget": "s--", "deer": "d:"}
-    for mode in ("ar", "spec", "specexit", "budget", "deer"):
-        rs = [r for r in result["runs"].values() if r["mode"] == mode]
+    styles = {"ar": "ks", "spec": "k^", "specexit (EWMA)": "o-", "specexit (boundary, veto)": "o-",
+              "budget": "s--", "deer": "d:"}
+    for method, style in styles.items():
+        rs = [r for r in result["runs"].values() if r["method"] == method]
         for ax, x in zip(axes, ("think_tokens", "latency_s")):
             xs = [r[x] * (1000 if x == "latency_s" else 1) for r in rs]
-            ax.plot(xs, [100 * r["accuracy"] for r in rs], styles[mode], label=mode)
+            ax.plot(xs, [100 * r["accuracy"] for r in rs], style, label=method)
     axes[0].set_xlabel("mean thinking tokens")
     axes[1].set_xlabel("mean latency per problem (ms)")
     for ax in axes:

@@ -10,6 +10,10 @@ from pathlib import Path
 
 ASSETS = Path(__file__).parent / "assets"
 
+EXIT = {"smoothing": "boundary", "confidence": 0.6, "surprise": 0.2}
+"""The exit policy picked for the demo model on held-out problems (`tools/exit_sweep.py`):
+`python -m specexit_jax.decode` uses it with the bundled model unless flags say otherwise."""
+
 
 def demo_checkpoints() -> tuple[Path, Path]:
     """Paths of the bundled demo target and draft checkpoints."""

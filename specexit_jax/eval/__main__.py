@@ -10,7 +10,9 @@ import argparse
 import json
 import sys
 
+from specexit_jax.draft import SIGNALS
 from specexit_jax.engine import MODES
+from specexit_jax.exit import SMOOTHING
 
 BENCHMARK_CHOICES = ("demo", "gsm8k", "math500", "aime24", "aime25", "aime")
 
@@ -33,7 +35,13 @@ def _parse(argv):
     ap.add_argument("--exit-confidence", type=float, default=0.8)
     ap.add_argument("--exit-progress", type=float, default=0.3)
     ap.add_argument("--exit-remain", type=float, default=200.0)
+    ap.add_argument("--exit-signals", default=",".join(SIGNALS), help="signals that must pass")
+    ap.add_argument("--exit-surprise", type=float, default=None, metavar="P",
+                    help="veto signal exits after a thinking token with target probability < P")
+    ap.add_argument("--smoothing", choices=SMOOTHING, default="ewma")
     ap.add_argument("--ewma", type=float, default=0.1)
+    ap.add_argument("--smooth-window", type=int, default=8, help="positions with --smoothing window")
+    ap.add_argument("--min-think-tokens", type=int, default=0, help="no exit before N thinking tokens")
     ap.add_argument("--budget-tokens", type=int, default=None, help="budget mode's thinking limit")
     ap.add_argument("--deer-threshold", type=float, default=0.95, help="DEER answer confidence")
     ap.add_argument("--oracle", action="store_true", help="probe AR traces for the oracle exit")
@@ -49,6 +57,7 @@ def _parse(argv):
     if args.temperature < 0:
         ap.error("--temperature must be >= 0")
     args.modes = modes
+    args.exit_signals = tuple(n for n in args.exit_signals.split(",") if n)
     return args
 
 
@@ -150,7 +159,12 @@ def main(argv=None) -> int:
             confidence=args.exit_confidence,
             progress=args.exit_progress,
             remain=args.exit_remain,
+            signals=args.exit_signals,
+            smoothing=args.smoothing,
             ewma=args.ewma,
+            window=args.smooth_window,
+            surprise=args.exit_surprise,
+            min_think_tokens=args.min_think_tokens,
             think_start_id=tok.think_start_id,
             think_end_id=tok.think_end_id,
             step_split_ids=tok.step_split_ids,

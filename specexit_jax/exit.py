@@ -6,10 +6,10 @@ The signals come from the draft's `fc` rows, so they cost nothing extra. How the
     ewma, window  the signals of the newly accepted positions are averaged and smoothed per row
                   across rounds; when a step-split token is among the newly accepted tokens and
                   every active smoothed signal passes its threshold, exit at the first such token
-    boundary      each step-split token is judged by the signals credited to it alone (those of
-                  the feature that produced it, which carries that boundary's training label, see
-                  `specexit_jax.train.labels`): no smoothing across steps; exit at the first
-                  boundary that passes
+    boundary      each step-split token is judged by the signals of the feature that read it
+                  (the target's feature at the boundary token, which carries that boundary's
+                  training label, see `specexit_jax.train.labels`): no smoothing across steps;
+                  exit at the first boundary that passes
 
 An exit cuts the round right after the boundary token and forces `</think>` (after an optional
 closing text) next.

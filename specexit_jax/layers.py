@@ -56,19 +56,20 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.
     return out.astype(x.dtype)
 
 
-def write_cache(cache: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
-    """Write `new [B,T,Kv,D]` into `cache [B,Kv,S,D]` at slots `start[b] .. start[b]+T-1`."""
-    new = jnp.swapaxes(new, 1, 2).astype(cache.dtype)
-    return jax.vmap(lambda c, x, s: jax.lax.dynamic_update_slice_in_dim(c, x, s, axis=1))(
-        cache, new, start
+def write_cache(cache: jax.Array, new: jax.Array, start: jax.Array, axis: int) -> jax.Array:
+    """Write `new` (laid out as `cache`, `T` slots along `axis`) into `cache` at slots
+    `start[b] .. start[b]+T-1` of each row `b`."""
+    return jax.vmap(lambda c, x, s: jax.lax.dynamic_update_slice_in_dim(c, x, s, axis=axis - 1))(
+        cache, new.astype(cache.dtype), start
     )
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    """Grouped-query attention. `q [B,T,N,D]`, `k, v [B,Kv,S,D]`, `mask [B,T,S]` -> `[B,T,N,D]`.
+    """Grouped-query attention. `q [B,T,N,D]`, `k [B,Kv,S,D]`, `v [B,Kv,D,S]`, `mask [B,T,S]`
+    -> `[B,T,N,D]`.
 
-    Keys and values keep `Kv` ahead of `S` (the cache layout), so the batched products read
-    them in place, with no transpose of the cache.
+    Keys and values come in the cache layout, so both products contract over the last axis of
+    their operand and read the cache in place, with no transpose.
     """
     B, T, N, D = q.shape
     Kv = k.shape[1]
@@ -76,7 +77,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.
     s = jnp.einsum("btkgd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
     s = jnp.where(mask[:, None, None], s * (D**-0.5), _NEG)
     p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
-    o = jnp.einsum("bkgts,bksd->btkgd", p, v)
+    o = jnp.einsum("bkgts,bkds->btkgd", p, v)
     return o.reshape(B, T, N, D)
 
 
@@ -94,16 +95,16 @@ def cached_attention(
     the first `window` slots (a static size covering every row's length; reading only that part
     of the cache is what keeps long-context decoding from paying for all of `S`).
     """
+    ks, vs = jnp.swapaxes(k, 1, 2), jnp.transpose(v, (0, 2, 3, 1))  # the cache layout
     if cache is None:
         key_pos = positions
-        ks, vs = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)
     else:
         ck, cv = cache
-        ck = write_cache(ck, k, positions[:, 0])
-        cv = write_cache(cv, v, positions[:, 0])
+        ck = write_cache(ck, ks, positions[:, 0], axis=2)
+        cv = write_cache(cv, vs, positions[:, 0], axis=3)
         cache = (ck, cv)
         W = ck.shape[2] if window is None else min(window, ck.shape[2])
-        ks, vs = ck[:, :, :W], cv[:, :, :W]
+        ks, vs = ck[:, :, :W], cv[..., :W]
         key_pos = jnp.broadcast_to(jnp.arange(W, dtype=positions.dtype), (q.shape[0], W))
     mask = key_pos[:, None, :] <= positions[:, :, None]
     return attention(q, ks, vs, mask), cache

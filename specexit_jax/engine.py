@@ -52,6 +52,7 @@ from specexit_jax.exit import (
     signals_pass,
     window_update,
 )
+from specexit_jax.layers import write_rows
 from specexit_jax.sampling import SamplingParams, probs, sample, verify
 
 MODES = ("ar", "spec", "specexit", "budget", "deer")
@@ -129,9 +130,7 @@ class DecodeState:
 
 def _row_write(buf: jax.Array, x: jax.Array, start: jax.Array) -> jax.Array:
     """Write `x [B,T,...]` into `buf [B,O,...]` at `start[b]` (callers keep it in bounds)."""
-    return jax.vmap(lambda b, v, s: jax.lax.dynamic_update_slice_in_dim(b, v, s, axis=0))(
-        buf, x.astype(buf.dtype), start
-    )
+    return write_rows(buf, x, start, axis=1)
 
 
 def _at(x: jax.Array, i: jax.Array) -> jax.Array:

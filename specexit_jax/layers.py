@@ -56,11 +56,18 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.
     return out.astype(x.dtype)
 
 
-def write_cache(cache: jax.Array, new: jax.Array, start: jax.Array, axis: int) -> jax.Array:
-    """Write `new` (laid out as `cache`, `T` slots along `axis`) into `cache` at slots
-    `start[b] .. start[b]+T-1` of each row `b`."""
-    return jax.vmap(lambda c, x, s: jax.lax.dynamic_update_slice_in_dim(c, x, s, axis=axis - 1))(
-        cache, new.astype(cache.dtype), start
+def write_rows(buf: jax.Array, new: jax.Array, start: jax.Array, axis: int) -> jax.Array:
+    """Write `new` (laid out as `buf [B,...]`, `T` entries along `axis`) into `buf` at
+    `start[b] .. start[b]+T-1` of each row `b`.
+
+    One row is a plain in-place `dynamic_update_slice`; several rows with their own starts are a
+    vmapped one, which XLA lowers to a scatter (a slower kernel on CPU).
+    """
+    new = new.astype(buf.dtype)
+    if buf.shape[0] == 1:
+        return jax.lax.dynamic_update_slice_in_dim(buf, new, start[0], axis=axis)
+    return jax.vmap(lambda b, x, s: jax.lax.dynamic_update_slice_in_dim(b, x, s, axis=axis - 1))(
+        buf, new, start
     )
 
 
@@ -100,8 +107,8 @@ def cached_attention(
         key_pos = positions
     else:
         ck, cv = cache
-        ck = write_cache(ck, ks, positions[:, 0], axis=2)
-        cv = write_cache(cv, vs, positions[:, 0], axis=3)
+        ck = write_rows(ck, ks, positions[:, 0], axis=2)
+        cv = write_rows(cv, vs, positions[:, 0], axis=3)
         cache = (ck, cv)
         W = ck.shape[2] if window is None else min(window, ck.shape[2])
         ks, vs = ck[:, :, :W], cv[..., :W]

@@ -185,8 +185,9 @@ def _draft_chain(tp, dp, plan: Plan, knobs: Knobs, st: DecodeState, key, window)
         nxt, q = _pick_draft(dp, plan, knobs, st, D.logits(dp, plan.dcfg, h), keys[i], i)
         return (h, nxt, cache), (nxt, q)
 
+    # Unrolled: the K-1 steps are tiny, and a rolled loop adds per-step copies of its carry.
     (_, _, dcache), (toks, qs) = jax.lax.scan(
-        body, (st.draft_h, d1, st.dcache), jnp.arange(1, plan.K)
+        body, (st.draft_h, d1, st.dcache), jnp.arange(1, plan.K), unroll=True
     )
     ids = jnp.concatenate([d1[:, None], toks.T], axis=1)
     qs = None if q1 is None else jnp.concatenate([q1[:, None], jnp.moveaxis(qs, 0, 1)], axis=1)

@@ -117,6 +117,17 @@ def cached_attention(
     return attention(q, ks, vs, mask), cache
 
 
+def out_proj(o: jax.Array, wo: jax.Array) -> jax.Array:
+    """The attention output projection: `o [B,T,N,D]`, `wo [N,D,H]` -> `[B,T,H]`.
+
+    One `[N*D,H]` product over the flattened heads (a free reshape of both). The einsum
+    `btnd,ndh->bth` contracts `d` before `n`, which XLA serves by copying `wo` into `[D,N,H]` on
+    every call: a whole weight per layer per decode step, inside the loop.
+    """
+    B, T, N, D = o.shape
+    return jnp.dot(o.reshape(B, T, N * D), wo.reshape(N * D, wo.shape[-1]))
+
+
 def gated_mlp(x: jax.Array, p: dict) -> jax.Array:
     """SwiGLU MLP: `down(silu(gate(x)) * up(x))`."""
     g = jnp.einsum("bth,hf->btf", x, p["w_gate"])

@@ -16,12 +16,15 @@ of `--repeats` runs, each ended by `block_until_ready`):
     commit       `engine._commit`: cuts, thinking policy, output and bookkeeping
     catch-up     `fc` and the draft pass over the K+1 accepted pairs
 
-Every part runs `--iters` times inside one jitted `lax.fori_loop`, its inputs tied to the carry by
-`lax.optimization_barrier` (so nothing is hoisted out of the loop), and is reported per run. The parts
-add up to a little less than the spec round: the loop's own bookkeeping (key splits, emitted
-tokens, the where-select of finished rows, the loop condition) is not among them. The column
+Every part runs `--iters` times inside one jitted `lax.fori_loop`, its inputs tied to the carry
+by `lax.optimization_barrier` (to keep XLA from hoisting work out of the loop), and is reported
+per run. The parts do not add up to the spec round (the table's `(rest)`): the round also splits
+keys, selects the state of finished rows and tests the loop condition, and over its `--iters`
+rounds the cache grows into larger attention windows than the parts use (they run at the window
+of `--context`). On a shared CPU `(rest)` also carries the noise. The column
 `ops` counts the instructions of each part's optimized HLO (fusions count once), a hint of how
-many kernels a run launches: on CPU, at this model size, launches cost as much as arithmetic.
+many kernels a run launches. Small parts (accept, commit) may still be partly simplified by XLA
+across iterations, so read their figures as lower bounds.
 
 It prints one JSON line, then a table. Timings on a shared CPU are noisy: compare within a run.
 """

@@ -4,6 +4,10 @@ A cache holds no lengths. Slot `t` of a row holds position `t`; the decode state
 length, attention masks by position, and rollback after a rejected draft is only a smaller length
 (stale slots are overwritten by the next write). The buffers are donated through `jax.jit`, so
 writes happen in place.
+
+Keys are `[B,Kv,S,D]` and values `[B,Kv,D,S]`: each attention product then contracts over the
+buffer's last, contiguous axis (`q @ K^T` over `D`, `P @ V` over `S`), so neither reads the cache
+through a transposed copy. Both keep `B, Kv` first, which is how a mesh splits them.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from flax import struct
 
 @struct.dataclass
 class KVCache:
-    """Per-layer keys and values, each `[B,Kv,S,D]` (heads ahead of slots, read in place)."""
+    """Per-layer keys `[B,Kv,S,D]` and values `[B,Kv,D,S]` (heads first, read in place)."""
 
     k: tuple[jax.Array, ...]
     v: tuple[jax.Array, ...]
@@ -26,5 +30,6 @@ class KVCache:
 
     @classmethod
     def init(cls, num_layers: int, B: int, S: int, Kv: int, D: int, dtype) -> "KVCache":
-        z = lambda: jnp.zeros((B, Kv, S, D), dtype)  # noqa: E731
-        return cls(k=tuple(z() for _ in range(num_layers)), v=tuple(z() for _ in range(num_layers)))
+        k = tuple(jnp.zeros((B, Kv, S, D), dtype) for _ in range(num_layers))
+        v = tuple(jnp.zeros((B, Kv, D, S), dtype) for _ in range(num_layers))
+        return cls(k=k, v=v)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from specexit_jax.cache import KVCache
 from specexit_jax.config import ModelConfig, RopeScaling
-from specexit_jax.layers import apply_rope, cached_attention, einsum_f32, gated_mlp, rms_norm, rope_inv_freq
+from specexit_jax.layers import apply_rope, cached_attention, einsum_f32, gated_mlp, out_proj, rms_norm, rope_inv_freq
 
 SIGNALS = ("confidence", "progress", "remain")
 
@@ -138,7 +138,7 @@ def attention_inputs(dp: dict, dcfg: DraftConfig, embed, tokens, hidden, positio
 
 def layer_output(dp: dict, dcfg: DraftConfig, hidden: jax.Array, o: jax.Array) -> jax.Array:
     """The layer's output side: attention output `o [B,T,N,D]` -> residual + MLP `[B,T,Hd]`."""
-    h = hidden + jnp.einsum("btnd,ndh->bth", o, dp["wo"])
+    h = hidden + out_proj(o, dp["wo"])
     return h + gated_mlp(rms_norm(h, dp["post_norm"], dcfg.rms_norm_eps), dp)
 
 

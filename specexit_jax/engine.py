@@ -56,7 +56,8 @@ from specexit_jax.exit import (
     surprised,
     window_update,
 )
-from specexit_jax.sampling import SamplingParams, probs, sample, token_probs, verify
+from specexit_jax.layers import write_rows
+from specexit_jax.sampling import SamplingParams, gumbel_noise, probs, sample, sample_with, token_probs, verify
 
 MODES = ("ar", "spec", "specexit", "budget", "deer")
 REASONS = ("none", "natural", "signal", "budget")
@@ -136,9 +137,7 @@ class DecodeState:
 
 def _row_write(buf: jax.Array, x: jax.Array, start: jax.Array) -> jax.Array:
     """Write `x [B,T,...]` into `buf [B,O,...]` at `start[b]` (callers keep it in bounds)."""
-    return jax.vmap(lambda b, v, s: jax.lax.dynamic_update_slice_in_dim(b, v, s, axis=0))(
-        buf, x.astype(buf.dtype), start
-    )
+    return write_rows(buf, x, start, axis=1)
 
 
 def _at(x: jax.Array, i: jax.Array) -> jax.Array:
@@ -168,11 +167,12 @@ def _constrain(plan: Plan, st: DecodeState) -> DecodeState:
     return rest.replace(key=st.key, **caches)
 
 
-def _pick_draft(dp, plan: Plan, knobs: Knobs, st: DecodeState, logits, key, i):
-    """Choose draft token `i` (0-based) from draft logits `[B,Vd]`; forced tokens override it."""
+def _pick_draft(dp, plan: Plan, knobs: Knobs, st: DecodeState, logits, noise, i):
+    """Choose draft token `i` (0-based) from draft logits `[B,Vd]` (sampling: with its Gumbel
+    `noise [B,Vd]`); forced tokens override it."""
     if plan.sampling:
         q = probs(logits, knobs.sp)
-        tok = D.to_target_ids(dp, sample(key, q))
+        tok = D.to_target_ids(dp, sample_with(noise, q))
         q = D.to_target_probs(dp, plan.dcfg, q)
     else:
         tok, q = D.to_target_ids(dp, jnp.argmax(logits, axis=-1).astype(jnp.int32)), None
@@ -181,24 +181,25 @@ def _pick_draft(dp, plan: Plan, knobs: Knobs, st: DecodeState, logits, key, i):
 
 
 def _draft_chain(tp, dp, plan: Plan, knobs: Knobs, st: DecodeState, key, window):
-    """Propose `K` tokens: d_1 from the carried logits, then `K-1` chained draft steps."""
-    keys = jax.random.split(key, plan.K)
-    d1, q1 = _pick_draft(dp, plan, knobs, st, st.draft_logits, keys[0], 0)
+    """Propose `K` tokens: d_1 from the carried logits, then `K-1` chained draft steps.
 
-    def body(carry, i):
-        h, tok, cache = carry
+    The noise of all `K` draws comes from one call up front (on CPU each call of the PRNG is a
+    small loop of its own); draw `i` is the one `sample(keys[i], q)` would make."""
+    keys = jax.random.split(key, plan.K)
+    B, Vd = st.draft_logits.shape
+    noise = jax.vmap(lambda k: gumbel_noise(k, (B, Vd)))(keys) if plan.sampling else [None] * plan.K
+    d1, q1 = _pick_draft(dp, plan, knobs, st, st.draft_logits, noise[0], 0)
+    h, tok, cache, toks, qs = st.draft_h, d1, st.dcache, [d1], [q1]
+    # Unrolled: the K-1 steps are tiny, and a rolled loop adds per-step copies of its carry.
+    for i in range(1, plan.K):
         pos = (st.length + i - 1)[:, None]
         h, cache = D.step(dp, plan.dcfg, tp["embed"], tok[:, None], h[:, None], pos, cache, window=window)
         h = h[:, 0]
-        nxt, q = _pick_draft(dp, plan, knobs, st, D.logits(dp, plan.dcfg, h), keys[i], i)
-        return (h, nxt, cache), (nxt, q)
-
-    (_, _, dcache), (toks, qs) = jax.lax.scan(
-        body, (st.draft_h, d1, st.dcache), jnp.arange(1, plan.K)
-    )
-    ids = jnp.concatenate([d1[:, None], toks.T], axis=1)
-    qs = None if q1 is None else jnp.concatenate([q1[:, None], jnp.moveaxis(qs, 0, 1)], axis=1)
-    return ids, qs, dcache
+        tok, q = _pick_draft(dp, plan, knobs, st, D.logits(dp, plan.dcfg, h), noise[i], i)
+        toks.append(tok)
+        qs.append(q)
+    ids = jnp.stack(toks, axis=1)
+    return ids, (jnp.stack(qs, axis=1) if plan.sampling else None), cache
 
 
 def _is_split(knobs: Knobs, tokens: jax.Array) -> jax.Array:
@@ -591,9 +592,11 @@ def _round_up(n: int, m: int) -> int:
 
 
 def _windows(S: int, shortest: int) -> tuple[int, ...]:
-    """Attention windows: S and its halvings down to the shortest useful one (at most 4)."""
+    """Attention windows: S and its halvings down to the shortest useful one (at most 4), none
+    under 128 slots. Short windows matter on CPU, where attention over the window is as costly
+    as the MLP at a few hundred slots: a demo answer (about 120 tokens) runs in 128."""
     ws = [S]
-    while len(ws) < 4 and ws[-1] // 2 >= max(shortest, 256):
+    while len(ws) < 4 and ws[-1] // 2 >= max(shortest, 128):
         ws.append(_round_up(ws[-1] // 2, 128))
     return tuple(sorted(set(ws)))
 

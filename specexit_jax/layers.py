@@ -82,19 +82,27 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.
     return out.astype(x.dtype)
 
 
-def write_cache(cache: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
-    """Write `new [B,T,Kv,D]` into `cache [B,Kv,S,D]` at slots `start[b] .. start[b]+T-1`."""
-    new = jnp.swapaxes(new, 1, 2).astype(cache.dtype)
-    return jax.vmap(lambda c, x, s: jax.lax.dynamic_update_slice_in_dim(c, x, s, axis=1))(
-        cache, new, start
+def write_rows(buf: jax.Array, new: jax.Array, start: jax.Array, axis: int) -> jax.Array:
+    """Write `new` (laid out as `buf [B,...]`, `T` entries along `axis`) into `buf` at
+    `start[b] .. start[b]+T-1` of each row `b`.
+
+    One row is a plain in-place `dynamic_update_slice`; several rows with their own starts are a
+    vmapped one, which XLA lowers to a scatter (a slower kernel on CPU).
+    """
+    new = new.astype(buf.dtype)
+    if buf.shape[0] == 1:
+        return jax.lax.dynamic_update_slice_in_dim(buf, new, start[0], axis=axis)
+    return jax.vmap(lambda b, x, s: jax.lax.dynamic_update_slice_in_dim(b, x, s, axis=axis - 1))(
+        buf, new, start
     )
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    """Grouped-query attention. `q [B,T,N,D]`, `k, v [B,Kv,S,D]`, `mask [B,T,S]` -> `[B,T,N,D]`.
+    """Grouped-query attention. `q [B,T,N,D]`, `k [B,Kv,S,D]`, `v [B,Kv,D,S]`, `mask [B,T,S]`
+    -> `[B,T,N,D]`.
 
-    Keys and values keep `Kv` ahead of `S` (the cache layout), so the batched products read
-    them in place, with no transpose of the cache.
+    Keys and values come in the cache layout, so both products contract over the last axis of
+    their operand and read the cache in place, with no transpose.
     """
     B, T, N, D = q.shape
     Kv = k.shape[1]
@@ -102,7 +110,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.
     s = einsum_f32("btkgd,bksd->bkgts", q, k)
     s = jnp.where(mask[:, None, None], s * (D**-0.5), _NEG)
     p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
-    o = jnp.einsum("bkgts,bksd->btkgd", p, v)
+    o = jnp.einsum("bkgts,bkds->btkgd", p, v)
     return o.reshape(B, T, N, D)
 
 
@@ -121,7 +129,7 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
             pass
     T = q.shape[1]
     mask = jnp.broadcast_to(jnp.arange(T)[None, :] <= jnp.arange(T)[:, None], (q.shape[0], T, T))
-    return attention(q, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), mask)
+    return attention(q, jnp.swapaxes(k, 1, 2), jnp.transpose(v, (0, 2, 3, 1)), mask)
 
 
 def cached_attention(
@@ -142,14 +150,25 @@ def cached_attention(
     if cache is None:
         return causal_attention(q, k, v), None
     ck, cv = cache
-    ck = write_cache(ck, k, positions[:, 0])
-    cv = write_cache(cv, v, positions[:, 0])
+    ck = write_rows(ck, jnp.swapaxes(k, 1, 2), positions[:, 0], axis=2)  # the cache layouts
+    cv = write_rows(cv, jnp.transpose(v, (0, 2, 3, 1)), positions[:, 0], axis=3)
     cache = (ck, cv)
     W = ck.shape[2] if window is None else min(window, ck.shape[2])
-    ks, vs = ck[:, :, :W], cv[:, :, :W]
+    ks, vs = ck[:, :, :W], cv[..., :W]
     key_pos = jnp.broadcast_to(jnp.arange(W, dtype=positions.dtype), (q.shape[0], W))
     mask = key_pos[:, None, :] <= positions[:, :, None]
     return attention(q, ks, vs, mask), cache
+
+
+def out_proj(o: jax.Array, wo: jax.Array) -> jax.Array:
+    """The attention output projection: `o [B,T,N,D]`, `wo [N,D,H]` -> `[B,T,H]`.
+
+    One `[N*D,H]` product over the flattened heads (a free reshape of both). The einsum
+    `btnd,ndh->bth` contracts `d` before `n`, which XLA serves by copying `wo` into `[D,N,H]` on
+    every call: a whole weight per layer per decode step, inside the loop.
+    """
+    B, T, N, D = o.shape
+    return jnp.dot(o.reshape(B, T, N * D), wo.reshape(N * D, wo.shape[-1]))
 
 
 def gated_mlp(x: jax.Array, p: dict) -> jax.Array:

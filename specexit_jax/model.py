@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from specexit_jax.cache import KVCache
 from specexit_jax.config import ModelConfig
-from specexit_jax.layers import apply_rope, cached_attention, einsum_f32, gated_mlp, rms_norm, rope_inv_freq
+from specexit_jax.layers import apply_rope, cached_attention, einsum_f32, gated_mlp, out_proj, rms_norm, rope_inv_freq
 
 Params = dict
 
@@ -40,7 +40,7 @@ def _attention_block(lp: dict, cfg: ModelConfig, x, positions, cache, window, in
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
     o, cache = cached_attention(q, k, v, positions, cache, window)
-    out = jnp.einsum("btnd,ndh->bth", o, lp["wo"])
+    out = out_proj(o, lp["wo"])
     if cfg.o_bias:
         out = out + lp["bo"]
     return out, cache

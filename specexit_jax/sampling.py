@@ -65,6 +65,16 @@ def sample(key: jax.Array, p: jax.Array) -> jax.Array:
     return jax.random.categorical(key, jnp.log(p), axis=-1).astype(jnp.int32)
 
 
+def gumbel_noise(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """The noise `sample(key, p)` adds for `p` of this shape (drawn ahead, e.g. many at once)."""
+    return jax.random.gumbel(key, shape, jnp.float32)
+
+
+def sample_with(noise: jax.Array, p: jax.Array) -> jax.Array:
+    """`sample(key, p)` given `noise = gumbel_noise(key, p.shape)`: the same ids."""
+    return jnp.argmax(jnp.log(p) + noise, axis=-1).astype(jnp.int32)
+
+
 def first_false(ok: jax.Array) -> jax.Array:
     """Index of the first False along the last axis (its length when all are True)."""
     return jnp.sum(jnp.cumprod(ok.astype(jnp.int32), axis=-1), axis=-1)

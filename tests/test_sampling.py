@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from specexit_jax.sampling import SamplingParams, first_false, probs, verify
+from specexit_jax.sampling import SamplingParams, first_false, gumbel_noise, probs, sample, sample_with, verify
 
 _verify = jax.jit(verify, static_argnames=("sampling",))
 
@@ -91,6 +91,21 @@ def test_probs_edge_settings():
 
 # ------------------------------------------------------------------------------------------------
 # greedy verification
+
+
+def test_noise_drawn_ahead_gives_the_same_ids_as_sample():
+    """The draft chain draws the Gumbel noise of its K samples in one vmapped call; each id must
+    be the one `sample` draws with that key (so sampled outputs do not change)."""
+    keys = jax.random.split(jax.random.key(7), 4)
+    logits = 4 * jax.random.normal(jax.random.key(8), (4, 3, 37))
+    p = jax.nn.softmax(logits, axis=-1)
+    noise = jax.jit(jax.vmap(lambda k: gumbel_noise(k, (3, 37))))(keys)
+    for _ in range(3):
+        want = np.stack([np.asarray(sample(keys[i], p[i])) for i in range(4)])
+        got = np.stack([np.asarray(sample_with(noise[i], p[i])) for i in range(4)])
+        np.testing.assert_array_equal(got, want)
+        keys = jax.vmap(lambda k: jax.random.split(k, 1)[0])(keys)
+        noise = jax.vmap(lambda k: gumbel_noise(k, (3, 37)))(keys)
 
 
 def test_first_false():

@@ -34,3 +34,13 @@ def test_bench_mesh_compares_a_tensor_split_with_one_device(tmp_path):
     one, split = json.loads(out.read_text())["rows"]
     assert one["mesh"] == "one device" and split["mesh"] == "tensor=2" and split["devices"] == 2
     assert split["speedup"] > 0 and 0 <= split["identical_prefix"] <= 8
+
+
+def test_profile_rounds_times_an_ar_step_a_spec_round_and_its_parts(tmp_path):
+    import profile_rounds
+
+    out = tmp_path / "rounds.json"
+    assert profile_rounds.main(["--iters", "2", "--repeats", "1", "--context", "32", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["ar_step_ms"] > 0 and r["spec_round_ms"] > 0
+    assert set(r["parts_ms"]) == {"draft_chain", "verify", "target_T1", "accept", "commit", "catch_up"}

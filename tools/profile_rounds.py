@@ -122,7 +122,7 @@ def commit_part(plan, knobs, st, e, sig, iters: int):
 
     def body(i, st):
         e_, sig_, st = jax.lax.optimization_barrier((e, sig, st))  # not hoisted
-        new, *_ = G._commit(plan, knobs, st, e_, n + 1, sig_, n)
+        new, *_ = G._commit(plan, knobs, st, e_, n + 1, sig_, None, n)
         # keep the row's length where it was, so `iters` commits fit in the cache
         return new.replace(length=st.length, n_out=st.n_out, done=st.done)
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from specexit_jax.checkpoint import load_checkpoint
-from specexit_jax.demo import demo_checkpoints, task
+from specexit_jax.demo import demo_checkpoints
 from specexit_jax.engine import generate
 from specexit_jax.eval import harness as H
 from specexit_jax.exit import ExitConfig
@@ -50,9 +50,7 @@ def boundary_rows(args) -> dict[str, np.ndarray]:
     """Per thinking step boundary: the scores and the two labels."""
     tpath, dpath = demo_checkpoints()
     target, draft, tok = load_checkpoint(tpath), load_checkpoint(dpath), Tokenizer(tpath)
-    samples = task.make_dataset(args.limit, seed=10_000 + args.seed)
-    problems = [H.EvalProblem(f"demo-{i}", tok.encode(task.render_prompt(s)), lambda t, s=s: task.is_correct(s, t))
-                for i, s in enumerate(samples)]
+    problems = H.demo_problems(tok, args.limit, args.seed)
     never = ExitConfig(confidence=1.0, think_start_id=tok.think_start_id, think_end_id=tok.think_end_id,
                        step_split_ids=tok.step_split_ids, record_signals=True)
     records = []

@@ -20,7 +20,7 @@ import sys
 from tqdm import tqdm
 
 from specexit_jax.checkpoint import load_checkpoint
-from specexit_jax.demo import demo_checkpoints, task
+from specexit_jax.demo import demo_checkpoints
 from specexit_jax.eval import harness as H
 from specexit_jax.eval.__main__ import main as eval_main
 from specexit_jax.exit import ExitConfig
@@ -34,10 +34,7 @@ def tune(args) -> dict:
     """`ar` and every (confidence, surprise) setting on the tuning problems; returns the summaries."""
     tpath, dpath = demo_checkpoints()
     target, draft, tok = load_checkpoint(tpath), load_checkpoint(dpath), Tokenizer(tpath)
-    problems = [
-        H.EvalProblem(f"demo-{i}", tok.encode(task.render_prompt(s)), lambda text, s=s: task.is_correct(s, text))
-        for i, s in enumerate(task.make_dataset(args.tune_limit, seed=10_000 + args.tune_seed))
-    ]
+    problems = H.demo_problems(tok, args.tune_limit, args.tune_seed)
     base = ExitConfig(think_start_id=tok.think_start_id, think_end_id=tok.think_end_id,
                       step_split_ids=tok.step_split_ids, smoothing="boundary")
     runs = [("ar", "ar", base, None)]

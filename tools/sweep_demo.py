@@ -19,7 +19,7 @@ import sys
 from tqdm import tqdm
 
 from specexit_jax.checkpoint import load_checkpoint
-from specexit_jax.demo import demo_checkpoints, task
+from specexit_jax.demo import demo_checkpoints
 from specexit_jax.eval import harness as H
 from specexit_jax.exit import ExitConfig
 from specexit_jax.tokenizer import Tokenizer
@@ -42,10 +42,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     tpath, dpath = demo_checkpoints()
     target, draft, tok = load_checkpoint(tpath), load_checkpoint(dpath), Tokenizer(tpath)
-    problems = [
-        H.EvalProblem(f"demo-{i}", tok.encode(task.render_prompt(s)), lambda text, s=s: task.is_correct(s, text))
-        for i, s in enumerate(task.make_dataset(args.limit, seed=10_000 + args.seed))
-    ]
+    problems = H.demo_problems(tok, args.limit, args.seed)
     base = ExitConfig(think_start_id=tok.think_start_id, think_end_id=tok.think_end_id,
                       step_split_ids=tok.step_split_ids)
     runs = [("ar", "ar", "ar", H.ModeSettings(base)), ("spec", "spec", "spec", H.ModeSettings(base))]

@@ -62,16 +62,10 @@ def _parse(argv):
 
 
 def _problems(args, tok):
-    from specexit_jax.eval.harness import EvalProblem
+    from specexit_jax.eval.harness import EvalProblem, demo_problems
 
     if args.benchmark == "demo":
-        from specexit_jax.demo import task
-
-        held_out = task.make_dataset(args.limit, seed=10_000 + args.seed)
-        return [
-            EvalProblem(f"demo-{i}", tok.encode(task.render_prompt(s)), lambda text, s=s: task.is_correct(s, text))
-            for i, s in enumerate(held_out)
-        ]
+        return demo_problems(tok, args.limit, args.seed)
     from specexit_jax.eval import benchmarks as bm
 
     return [

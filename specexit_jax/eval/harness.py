@@ -26,6 +26,17 @@ class EvalProblem:
     grade: Callable[[str], bool]
 
 
+def demo_problems(tok, limit: int, seed: int) -> list[EvalProblem]:
+    """`limit` held-out problems of the demo task (seeds offset by 10,000, apart from the
+    seeds the demo models were trained on), graded by the task's own checker."""
+    from specexit_jax.demo import task
+
+    return [
+        EvalProblem(f"demo-{i}", tok.encode(task.render_prompt(s)), lambda text, s=s: task.is_correct(s, text))
+        for i, s in enumerate(task.make_dataset(limit, seed=10_000 + seed))
+    ]
+
+
 @dataclasses.dataclass(frozen=True)
 class ModeSettings:
     """What each mode adds to the common settings."""

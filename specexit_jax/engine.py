@@ -51,6 +51,8 @@ from specexit_jax.exit import (
     ewma_update,
     first_match,
     first_passing_boundary,
+    first_true,
+    is_in,
     masked_mean,
     signals_pass,
     surprised,
@@ -202,11 +204,6 @@ def _draft_chain(tp, dp, plan: Plan, knobs: Knobs, st: DecodeState, key, window)
     return ids, (jnp.stack(qs, axis=1) if plan.sampling else None), cache
 
 
-def _is_split(knobs: Knobs, tokens: jax.Array) -> jax.Array:
-    """Whether each of `tokens [...]` is a step-split token."""
-    return jnp.any(tokens[..., None] == knobs.split_ids, axis=-1)
-
-
 def _exit_pending(knobs: Knobs, st: DecodeState, sig, c):
     """Judge a step boundary that ended the previous round (`st.pending`) by this round's first
     feature, which read it. Rows that pass exit now: the closing text and `</think>` are queued
@@ -235,9 +232,9 @@ def _boundary_exit(knobs: Knobs, e, c, cut, sig, vetoed, thinking):
     K1 = e.shape[1]
     idx = jnp.arange(K1)[None, :]
     read = jnp.concatenate([sig[:, 1:], sig[:, -1:]], axis=1)  # [B,K+1,3] of the reading feature
-    candidates = _is_split(knobs, e) & thinking & (idx + 1 < c[:, None]) & (idx + 1 <= cut[:, None])
+    candidates = is_in(e, knobs.split_ids) & thinking & (idx + 1 < c[:, None]) & (idx + 1 <= cut[:, None])
     at = first_passing_boundary(read, candidates, vetoed, knobs.ex)
-    first = jnp.min(jnp.where(candidates, idx, K1), axis=1)
+    first = first_true(candidates)
     fire = at < K1
     judged = _at(read, jnp.minimum(jnp.where(fire, at, first), K1 - 1))
     return fire, at, judged, first < K1
@@ -349,10 +346,10 @@ def _commit(plan: Plan, knobs: Knobs, st: DecodeState, e, c, sig, token_p, accep
     n_forced = jnp.where(forced_exit, F, st.n_forced - popped)
     pending = jnp.zeros_like(st.pending)
     if plan.exit_signals and plan.smoothing == "boundary":
-        pending = in_think & (n_forced == 0) & ~vetoed & (c - 1 >= lo) & _is_split(knobs, _at(e, c - 1))
+        pending = in_think & (n_forced == 0) & ~vetoed & (c - 1 >= lo) & is_in(_at(e, c - 1), knobs.split_ids)
 
     # Output, lengths and stats.
-    hit_eos = jnp.any((idx < c[:, None]) & jnp.any(e[..., None] == knobs.eos_ids, -1), axis=1)
+    hit_eos = jnp.any((idx < c[:, None]) & is_in(e, knobs.eos_ids), axis=1)
     n_out = st.n_out + c
     length = st.length + c
     done = hit_eos | (n_out >= knobs.max_new) | (length + K1 + plan.probe_slots > plan.S)

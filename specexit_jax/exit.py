@@ -167,13 +167,20 @@ def first_passing_boundary(
 ) -> jax.Array:
     """Index of the first boundary (`is_boundary [B,T]`) whose own signals `sig [B,T,3]` pass
     and that is not `vetoed [B,T]`; T when none."""
-    ok = is_boundary & ~vetoed & signals_pass(sig, p)
-    T = sig.shape[1]
-    return jnp.min(jnp.where(ok, jnp.arange(T), T), axis=1)
+    return first_true(is_boundary & ~vetoed & signals_pass(sig, p))
+
+
+def is_in(tokens: jax.Array, ids: jax.Array) -> jax.Array:
+    """Whether each of `tokens [...]` is one of `ids [M]`."""
+    return jnp.any(tokens[..., None] == ids, axis=-1)
+
+
+def first_true(mask: jax.Array) -> jax.Array:
+    """Index of the first True of each row of `mask [B,T]` (T when none)."""
+    T = mask.shape[1]
+    return jnp.min(jnp.where(mask, jnp.arange(T), T), axis=1)
 
 
 def first_match(tokens: jax.Array, ids: jax.Array, valid: jax.Array) -> jax.Array:
     """Index of the first valid token of `tokens [B,T]` that is in `ids [M]` (T when none)."""
-    hit = jnp.any(tokens[..., None] == ids, axis=-1) & valid
-    T = tokens.shape[1]
-    return jnp.min(jnp.where(hit, jnp.arange(T), T), axis=1)
+    return first_true(is_in(tokens, ids) & valid)

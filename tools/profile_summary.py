@@ -42,7 +42,8 @@ def summarize(trace_dir: str | Path, repeats: int = 1, top: int = 25) -> dict:
     files = sorted(Path(trace_dir).rglob("perfetto_trace.json.gz"), key=lambda p: p.stat().st_mtime)
     if not files:
         raise FileNotFoundError(f"no perfetto_trace.json.gz under {trace_dir}")
-    events = json.load(gzip.open(files[-1]))["traceEvents"]
+    with gzip.open(files[-1]) as f:
+        events = json.load(f)["traceEvents"]
     names = {e["pid"]: e["args"]["name"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"}
     device = {pid for pid, n in names.items() if re.search(r"/device:(GPU|TPU)", n)}
     if not device:  # CPU: XLA ops run on the host threads

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+_MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)  # a dropped id's logit: exp() gives 0
+
 
 @struct.dataclass
 class SamplingParams:
@@ -35,18 +37,25 @@ class SamplingParams:
 
 
 def probs(logits: jax.Array, sp: SamplingParams) -> jax.Array:
-    """The sampling distribution `[...,V]`: softmax(logits / T) restricted to top-k, then top-p."""
+    """The sampling distribution `[...,V]`: softmax(logits / T) restricted to top-k, then top-p.
+
+    Dropped ids get a large finite negative logit rather than `-inf`, and the top id is always
+    kept: the result is a distribution even where XLA computes the two softmaxes' pieces in
+    different fusions (on GPU a peaked row with `-inf` masks came out all NaN, which sampled id 0).
+    """
     V = logits.shape[-1]
-    scaled = logits.astype(jnp.float32) / jnp.maximum(sp.temperature, 1e-6)
-    srt = -jnp.sort(-scaled, axis=-1)
+    x = logits.astype(jnp.float32)
+    t = jnp.maximum(sp.temperature, 1e-6)
+    srt = -jnp.sort(-x, axis=-1)
     rank = jnp.arange(V)
     k = jnp.where(sp.top_k > 0, jnp.minimum(sp.top_k, V), V)
     in_k = rank < k
-    ps = jax.nn.softmax(jnp.where(in_k, srt, -jnp.inf), axis=-1)
+    ps = jax.nn.softmax(jnp.where(in_k, srt / t, _MASKED), axis=-1)
     keep = in_k & ((jnp.cumsum(ps, axis=-1) - ps) < sp.top_p)
     n_keep = jnp.maximum(jnp.sum(keep, axis=-1, keepdims=True), 1)
     threshold = jnp.take_along_axis(srt, n_keep - 1, axis=-1)
-    return jax.nn.softmax(jnp.where(scaled >= threshold, scaled, -jnp.inf), axis=-1)
+    kept = (x >= threshold) | (x == jnp.max(x, axis=-1, keepdims=True))
+    return jax.nn.softmax(jnp.where(kept, x / t, _MASKED), axis=-1)
 
 
 def token_probs(logits: jax.Array, tokens: jax.Array, sp: SamplingParams) -> jax.Array:

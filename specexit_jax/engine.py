@@ -185,11 +185,10 @@ def _pick_draft(dp, plan: Plan, knobs: Knobs, st: DecodeState, logits, noise, i)
 def _draft_chain(tp, dp, plan: Plan, knobs: Knobs, st: DecodeState, key, window):
     """Propose `K` tokens: d_1 from the carried logits, then `K-1` chained draft steps.
 
-    The noise of all `K` draws comes from one call up front (on CPU each call of the PRNG is a
-    small loop of its own); draw `i` is the one `sample(keys[i], q)` would make."""
-    keys = jax.random.split(key, plan.K)
+    The Gumbel noise of all `K` draws comes from one call up front (on CPU each call of the PRNG
+    is a small loop of its own)."""
     B, Vd = st.draft_logits.shape
-    noise = jax.vmap(lambda k: gumbel_noise(k, (B, Vd)))(keys) if plan.sampling else [None] * plan.K
+    noise = gumbel_noise(key, (plan.K, B, Vd)) if plan.sampling else [None] * plan.K
     d1, q1 = _pick_draft(dp, plan, knobs, st, st.draft_logits, noise[0], 0)
     h, tok, cache, toks, qs = st.draft_h, d1, st.dcache, [d1], [q1]
     # Unrolled: the K-1 steps are tiny, and a rolled loop adds per-step copies of its carry.
@@ -447,7 +446,7 @@ def _catch_up(tp, dp, plan: Plan, st: DecodeState, hidden, tokens, positions, c,
 def _round(tp, dp, plan: Plan, knobs: Knobs, st: DecodeState, window: int) -> DecodeState:
     """One speculative round (a plain decode step when K = 0)."""
     K = plan.K
-    key, k_draft, k_verify = jax.random.split(st.key, 3)
+    key, k_draft, k_verify = jax.random.split(st.key, 3) if plan.sampling else (st.key, None, None)
     if K:
         d_ids, d_probs, dcache = _draft_chain(tp, dp, plan, knobs, st, k_draft, window)
         st = st.replace(dcache=dcache)

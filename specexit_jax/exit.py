@@ -159,7 +159,8 @@ def surprised(token_p: jax.Array, valid: jax.Array, threshold) -> jax.Array:
 
     `token_p [B,T]` the target's probabilities of the emitted tokens, `valid [B,T]` which count.
     """
-    return jnp.cumsum(valid & (token_p < threshold), axis=1) > 0
+    T = token_p.shape[1]
+    return jnp.arange(T)[None, :] >= first_true(valid & (token_p < threshold))[:, None]
 
 
 def first_passing_boundary(

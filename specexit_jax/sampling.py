@@ -23,16 +23,20 @@ _MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)  # a dropped id's logit: exp(
 
 @struct.dataclass
 class SamplingParams:
-    """Traced sampling settings: changing them does not recompile. `top_k = 0`, `top_p = 1` are off."""
+    """Sampling settings. The values are traced: changing them does not recompile. `top_k = 0`,
+    `top_p = 1` are off; `filtered` (static) says whether either is on, so that plain
+    temperature sampling skips the sort and cumulative sum (switching it compiles once more)."""
 
     temperature: jax.Array
     top_k: jax.Array
     top_p: jax.Array
+    filtered: bool = struct.field(pytree_node=False, default=True)
 
     @classmethod
     def make(cls, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0) -> "SamplingParams":
         return cls(
-            temperature=jnp.float32(temperature), top_k=jnp.int32(top_k), top_p=jnp.float32(top_p)
+            temperature=jnp.float32(temperature), top_k=jnp.int32(top_k), top_p=jnp.float32(top_p),
+            filtered=bool(top_k > 0 or top_p < 1.0),
         )
 
 
@@ -46,6 +50,8 @@ def probs(logits: jax.Array, sp: SamplingParams) -> jax.Array:
     V = logits.shape[-1]
     x = logits.astype(jnp.float32)
     t = jnp.maximum(sp.temperature, 1e-6)
+    if not sp.filtered:
+        return jax.nn.softmax(x / t, axis=-1)
     srt = -jnp.sort(-x, axis=-1)
     rank = jnp.arange(V)
     k = jnp.where(sp.top_k > 0, jnp.minimum(sp.top_k, V), V)
@@ -86,7 +92,8 @@ def sample_with(noise: jax.Array, p: jax.Array) -> jax.Array:
 
 def first_false(ok: jax.Array) -> jax.Array:
     """Index of the first False along the last axis (its length when all are True)."""
-    return jnp.sum(jnp.cumprod(ok.astype(jnp.int32), axis=-1), axis=-1)
+    K = ok.shape[-1]
+    return jnp.min(jnp.where(ok, K, jnp.arange(K, dtype=jnp.int32)), axis=-1, initial=K)
 
 
 def verify(
@@ -112,18 +119,18 @@ def verify(
     Returns:
       `n [B]` accepted drafts and `next [B]`, the target's token after them.
     """
-    B, K1, _ = target_logits.shape
+    B, K1, V = target_logits.shape
     K = K1 - 1
     if not sampling:
         best = jnp.argmax(target_logits, axis=-1).astype(jnp.int32)
         n = first_false((draft_ids == best[:, :K]) | forced)
         return n, jnp.take_along_axis(best, n[:, None], axis=1)[:, 0]
-    k_acc, k_next = jax.random.split(key)
+    noise = gumbel_noise(key, (B, V + K))  # one PRNG call: the next token's noise, then K uniforms
     p = probs(target_logits, sp)  # [B,K+1,V]
     if K:
         px = jnp.take_along_axis(p[:, :K], draft_ids[..., None], axis=-1)[..., 0]
         qx = jnp.take_along_axis(draft_probs, draft_ids[..., None], axis=-1)[..., 0]
-        u = jax.random.uniform(k_acc, (B, K))
+        u = jnp.exp(-jnp.exp(-noise[:, V:]))  # Gumbel -> uniform on (0, 1)
         n = first_false((u * qx < px) | forced)
         q = jnp.concatenate([draft_probs, jnp.zeros_like(p[:, :1])], axis=1)
     else:
@@ -134,4 +141,4 @@ def verify(
     resid = jnp.maximum(p_n - q_n, 0.0)
     total = jnp.sum(resid, axis=-1, keepdims=True)
     resid = jnp.where(total > 0, resid / jnp.where(total > 0, total, 1.0), p_n)
-    return n, sample(k_next, resid)
+    return n, sample_with(noise[:, :V], resid)

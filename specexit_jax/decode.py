@@ -450,16 +450,11 @@ def _summary(b: int, row: dict, rate: float | None) -> str:
 
 
 def _exit_policy(args, demo: bool) -> dict:
-    """Smoothing, confidence threshold and surprise veto: the flags where given, else the bundled
-    demo's tuned policy (with the demo model) or the generic defaults."""
-    from specexit_jax.demo import EXIT
+    """The exit-policy flags where given, else the bundled demo's tuned policy (with the demo
+    model) or the generic defaults."""
+    from specexit_jax.demo import exit_policy
 
-    default = EXIT if demo else {"smoothing": "ewma", "confidence": 0.8, "surprise": None}
-    given = {"smoothing": args.smoothing, "confidence": args.exit_confidence, "surprise": args.exit_surprise}
-    policy = {k: default[k] if v is None else v for k, v in given.items()}
-    if policy["surprise"] == 0:
-        policy["surprise"] = None
-    return policy
+    return exit_policy(demo, args.smoothing, args.exit_confidence, args.exit_surprise)
 
 
 def _run(args) -> int:

@@ -32,13 +32,15 @@ def _parse(argv):
     ap.add_argument("--max-new-tokens", type=int, default=None, help="default: 512 (demo), 4096")
     ap.add_argument("--num-draft-tokens", type=int, default=4)
     ap.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
-    ap.add_argument("--exit-confidence", type=float, default=0.8)
+    ap.add_argument("--exit-confidence", type=float, default=None,
+                    help="default 0.8; the bundled demo model: its tuned policy (specexit_jax.demo.EXIT)")
     ap.add_argument("--exit-progress", type=float, default=0.3)
     ap.add_argument("--exit-remain", type=float, default=200.0)
     ap.add_argument("--exit-signals", default=",".join(SIGNALS), help="signals that must pass")
     ap.add_argument("--exit-surprise", type=float, default=None, metavar="P",
-                    help="veto signal exits after a thinking token with target probability < P")
-    ap.add_argument("--smoothing", choices=SMOOTHING, default="ewma")
+                    help="veto signal exits after a thinking token with target probability < P "
+                    "(default off; 0 is off; the bundled demo model: 0.2)")
+    ap.add_argument("--smoothing", choices=SMOOTHING, default=None, help="default ewma; the bundled demo model: boundary")
     ap.add_argument("--ewma", type=float, default=0.1)
     ap.add_argument("--smooth-window", type=int, default=8, help="positions with --smoothing window")
     ap.add_argument("--min-think-tokens", type=int, default=0, help="no exit before N thinking tokens")
@@ -130,6 +132,7 @@ def main(argv=None) -> int:
         from tqdm import tqdm
 
         from specexit_jax.checkpoint import load_checkpoint
+        from specexit_jax.demo import exit_policy
         from specexit_jax.eval import harness as H
         from specexit_jax.exit import ExitConfig
         from specexit_jax.tokenizer import Tokenizer
@@ -149,15 +152,16 @@ def main(argv=None) -> int:
         problems = _problems(args, tok)
         demo = args.benchmark == "demo"
         max_new = args.max_new_tokens or (512 if demo else 4096)
+        policy = exit_policy(args.target is None, args.smoothing, args.exit_confidence, args.exit_surprise)
         ex = ExitConfig(
-            confidence=args.exit_confidence,
+            confidence=policy["confidence"],
             progress=args.exit_progress,
             remain=args.exit_remain,
             signals=args.exit_signals,
-            smoothing=args.smoothing,
+            smoothing=policy["smoothing"],
             ewma=args.ewma,
             window=args.smooth_window,
-            surprise=args.exit_surprise,
+            surprise=policy["surprise"],
             min_think_tokens=args.min_think_tokens,
             think_start_id=tok.think_start_id,
             think_end_id=tok.think_end_id,
@@ -169,17 +173,14 @@ def main(argv=None) -> int:
             deer_threshold=args.deer_threshold,
             deer_probe_ids=tuple(tok.encode("\n\nanswer:" if demo else "\n\n**Final Answer**\n\\boxed{")),
         )
-        records, modes = {}, {}
         bar = tqdm(total=len(problems) * len(args.modes), desc="eval", file=sys.stderr, disable=args.json)
-        for mode in args.modes:
-            bar.set_postfix_str(mode)
-            records[mode] = H.run_mode(
-                mode, problems, target, draft, tok.decode, settings,
-                max_new_tokens=max_new, num_draft_tokens=args.num_draft_tokens,
-                eos_ids=tok.eos_ids, temperature=args.temperature, seed=args.seed, progress=bar.update,
-            )
-            modes[mode] = H.summarize(records[mode])
+        records = H.run_modes(
+            args.modes, problems, target, draft, tok.decode, settings,
+            max_new_tokens=max_new, num_draft_tokens=args.num_draft_tokens,
+            eos_ids=tok.eos_ids, temperature=args.temperature, seed=args.seed, progress=bar.update,
+        )
         bar.close()
+        modes = {mode: H.summarize(recs) for mode, recs in records.items()}
         H.add_speedups(modes)
         result = {"benchmark": args.benchmark, "n": len(problems), "temperature": args.temperature, "modes": modes}
         if args.oracle:

@@ -1,7 +1,8 @@
 """Evaluation harness: every decode mode on the same problems, measured in one run.
 
-For each mode and problem (batch 1, so latency is per problem), record correctness, thinking
-tokens, total tokens, latency and tokens per round (tau). Each compiled program is warmed up on
+For each problem and mode (batch 1, so latency is per problem; the modes of one problem run one
+after another), record correctness, thinking tokens, total tokens, latency and tokens per round
+(tau). Each compiled program is warmed up on
 an untimed run first, so latencies exclude compilation. With `oracle=True`, the AR traces are
 probed at every step boundary (force `</think>`, decode the answer greedily, grade it) to find
 the oracle exit: the first boundary after which the forced answer is right and never changes.
@@ -56,8 +57,8 @@ def _mode_exit(mode: str, s: ModeSettings) -> ExitConfig:
     return ex
 
 
-def run_mode(
-    mode: str,
+def run_modes(
+    modes: Sequence[str],
     problems: Sequence[EvalProblem],
     target,
     draft,
@@ -70,43 +71,53 @@ def run_mode(
     temperature: float = 0.0,
     seed: int = 0,
     progress: Callable | None = None,
-) -> list[dict]:
-    """Per-problem records for one mode."""
-    ex = _mode_exit(mode, settings)
-    use_draft = None if mode == "ar" else draft  # baselines get speculation too, when available
-    kw = dict(
-        max_new_tokens=max_new_tokens,
-        mode=mode,
-        exit=ex,
-        num_draft_tokens=num_draft_tokens,
-        eos_ids=tuple(eos_ids),
-        temperature=temperature,
-    )
-    warmed: set[int] = set()
-    records = []
+) -> dict[str, list[dict]]:
+    """Per-problem records of every mode.
+
+    Problems run in the outer loop and modes in the inner one, so a slow spell of a shared machine
+    falls on every mode alike and the latency ratios between modes stay fair.
+    """
+    calls = {}
+    for mode in modes:
+        use_draft = None if mode == "ar" else draft  # baselines get speculation too, when available
+        calls[mode] = use_draft, dict(
+            max_new_tokens=max_new_tokens,
+            mode=mode,
+            exit=_mode_exit(mode, settings),
+            num_draft_tokens=num_draft_tokens,
+            eos_ids=tuple(eos_ids),
+            temperature=temperature,
+        )
+    warmed: set[tuple[str, int]] = set()
+    records: dict[str, list[dict]] = {mode: [] for mode in modes}
     for i, p in enumerate(problems):
         bucket = max(16, 1 << (len(p.prompt) - 1).bit_length())
-        if bucket not in warmed:
-            generate(target, use_draft, [p.prompt], seed=seed, **kw)
-            warmed.add(bucket)
-        res = generate(target, use_draft, [p.prompt], seed=seed + i, **kw)
-        toks, st = res.tokens[0], res.stats[0]
-        text = decode_text(toks)
-        records.append(
-            {
-                "id": p.id,
-                "correct": bool(p.grade(text)),
-                "think_tokens": st["think_tokens"],
-                "total_tokens": len(toks),
-                "latency_s": res.timing["prefill_s"] + res.timing["decode_s"],
-                "rounds": st["rounds"],
-                "exit_reason": st["exit_reason"],
-                "tokens": toks,
-            }
-        )
-        if progress:
-            progress()
+        for mode, (use_draft, kw) in calls.items():
+            if (mode, bucket) not in warmed:
+                generate(target, use_draft, [p.prompt], seed=seed, **kw)
+                warmed.add((mode, bucket))
+            res = generate(target, use_draft, [p.prompt], seed=seed + i, **kw)
+            toks, st = res.tokens[0], res.stats[0]
+            records[mode].append(
+                {
+                    "id": p.id,
+                    "correct": bool(p.grade(decode_text(toks))),
+                    "think_tokens": st["think_tokens"],
+                    "total_tokens": len(toks),
+                    "latency_s": res.timing["prefill_s"] + res.timing["decode_s"],
+                    "rounds": st["rounds"],
+                    "exit_reason": st["exit_reason"],
+                    "tokens": toks,
+                }
+            )
+            if progress:
+                progress()
     return records
+
+
+def run_mode(mode: str, problems: Sequence[EvalProblem], target, draft, decode_text, settings, **kw) -> list[dict]:
+    """Per-problem records for one mode (`run_modes` with one mode)."""
+    return run_modes([mode], problems, target, draft, decode_text, settings, **kw)[mode]
 
 
 def summarize(records: list[dict]) -> dict:

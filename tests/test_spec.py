@@ -12,6 +12,7 @@ import itertools
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from specexit_jax.engine import generate
 
@@ -164,3 +165,30 @@ def test_spec_equals_plain_decoding(rworld, prompts, rref):
     plain = generate((CFG, rworld[0]), None, prompts, max_new_tokens=MAX_NEW, mode="ar")
     assert plain.tokens == rref
     assert [s["rounds"] for s in plain.stats] == [MAX_NEW] * 3
+
+
+def _homogeneous(a: np.ndarray, b: np.ndarray) -> float:
+    """Chi-square p-value that two samples of ids come from one distribution (ids expected
+    fewer than 5 times pooled into one cell)."""
+    ca, cb = np.bincount(a, minlength=V), np.bincount(b, minlength=V)
+    big = (ca + cb) * min(len(a), len(b)) / (len(a) + len(b)) >= 5
+    table = np.stack([np.append(ca[big], ca[~big].sum()), np.append(cb[big], cb[~big].sum())])
+    table = table[:, table.sum(0) > 0]
+    return stats.chi2_contingency(table).pvalue
+
+
+def test_sampled_spec_tokens_are_distributed_as_plain_sampling(rworld):
+    """End to end at temperature > 0, many rows of one prompt: at each of the first positions
+    (the prefill's token, then one spec round's accepted drafts, residual draws and bonus token)
+    spec's tokens have the distribution of plain sampling."""
+    tp, dp = rworld[:2]
+    N, prompt = 4000, [5, 17, 42, 8]
+    kw = dict(max_new_tokens=5, temperature=1.5)
+    ar = np.asarray(generate((CFG, tp), None, [prompt] * N, seed=1, **kw).tokens)
+    res = generate((CFG, tp), (DCFG, dp), [prompt] * N, mode="spec", num_draft_tokens=3, seed=2, **kw)
+    sp = np.asarray(res.tokens)
+    accepted = np.mean([s["acceptance_rate"][0] for s in res.stats])
+    assert 0.1 < accepted < 0.9  # both the accept and the residual paths are exercised
+    for pos in range(5):
+        pval = _homogeneous(ar[:, pos], sp[:, pos])
+        assert pval > 1e-3, f"position {pos}: chi-square p {pval:.2e}"

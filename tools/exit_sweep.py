@@ -41,14 +41,11 @@ def tune(args) -> dict:
     runs += [(f"c>{c} P={p}", "specexit", dataclasses.replace(base, confidence=c, surprise=p), (c, p))
              for p in SURPRISE for c in CONFIDENCE]
     bar = tqdm(total=len(runs) * len(problems), file=sys.stderr)
-    out = {}
-    for name, mode, ex, setting in runs:
-        bar.set_postfix_str(name)
-        recs = H.run_mode(mode, problems, target, None if mode == "ar" else draft, tok.decode, H.ModeSettings(ex),
-                          max_new_tokens=args.max_new_tokens, num_draft_tokens=4, eos_ids=tok.eos_ids,
-                          temperature=args.temperature, seed=args.tune_seed, progress=bar.update)
-        out[name] = dict(H.summarize(recs), setting=setting)
+    records = H.run_arms({name: (mode, H.ModeSettings(ex)) for name, mode, ex, _ in runs}, problems, target, draft,
+                         tok.decode, max_new_tokens=args.max_new_tokens, num_draft_tokens=4,
+                         eos_ids=tok.eos_ids, temperature=args.temperature, seed=args.tune_seed, progress=bar.update)
     bar.close()
+    out = {name: dict(H.summarize(records[name]), setting=setting) for name, _, _, setting in runs}
     H.add_speedups(out)
     return out
 

@@ -6,7 +6,8 @@ On the demo task (held-out problems) with the bundled models: `ar` and `spec` on
 `specexit` with EWMA smoothing over confidence thresholds and smoothing rates, `specexit` with
 boundary judging and the surprise veto over confidence thresholds, `budget` over thinking limits
 and `deer` over answer-confidence thresholds, all in one run on the same problems (batch 1,
-warmed up). Comparing methods at equal accuracy needs these curves, not one setting each.
+warmed up; every setting of a problem runs before the next problem, so latencies compare
+fairly on a shared machine). Comparing methods at equal accuracy needs these curves, not one setting each.
 """
 
 from __future__ import annotations
@@ -56,14 +57,13 @@ def main(argv=None) -> int:
     runs += [(f"deer {t}", "deer", "deer", H.ModeSettings(base, deer_threshold=t, deer_probe_ids=probe))
              for t in DEER]
     bar = tqdm(total=len(runs) * len(problems), file=sys.stderr)
-    result = {"n": len(problems), "temperature": args.temperature, "runs": {}}
-    for name, mode, method, settings in runs:
-        bar.set_postfix_str(name)
-        recs = H.run_mode(mode, problems, target, None if mode == "ar" else draft, tok.decode, settings,
-                          max_new_tokens=args.max_new_tokens, num_draft_tokens=4, eos_ids=tok.eos_ids,
-                          temperature=args.temperature, seed=args.seed, progress=bar.update)
-        result["runs"][name] = dict(H.summarize(recs), mode=mode, method=method)
+    records = H.run_arms({name: (mode, settings) for name, mode, _, settings in runs}, problems, target, draft,
+                         tok.decode, max_new_tokens=args.max_new_tokens, num_draft_tokens=4,
+                         eos_ids=tok.eos_ids, temperature=args.temperature, seed=args.seed, progress=bar.update)
     bar.close()
+    result = {"n": len(problems), "temperature": args.temperature,
+              "runs": {name: dict(H.summarize(records[name]), mode=mode, method=method)
+                       for name, mode, method, _ in runs}}
     H.add_speedups(result["runs"])
     for name, r in result["runs"].items():
         print(f"{name:<34} acc {r['accuracy']:.2f}  think {r['think_tokens']:6.1f}  "

@@ -57,13 +57,12 @@ def _mode_exit(mode: str, s: ModeSettings) -> ExitConfig:
     return ex
 
 
-def run_modes(
-    modes: Sequence[str],
+def run_arms(
+    arms: dict[str, tuple[str, ModeSettings]],
     problems: Sequence[EvalProblem],
     target,
     draft,
     decode_text: Callable[[list[int]], str],
-    settings: ModeSettings,
     *,
     max_new_tokens: int,
     num_draft_tokens: int,
@@ -72,15 +71,16 @@ def run_modes(
     seed: int = 0,
     progress: Callable | None = None,
 ) -> dict[str, list[dict]]:
-    """Per-problem records of every mode.
+    """Per-problem records of every arm: a name for a mode with its settings (a sweep has many
+    arms of one mode).
 
-    Problems run in the outer loop and modes in the inner one, so a slow spell of a shared machine
-    falls on every mode alike and the latency ratios between modes stay fair.
+    Problems run in the outer loop and arms in the inner one, so a slow spell of a shared machine
+    falls on every arm alike and the latency ratios between arms stay fair.
     """
     calls = {}
-    for mode in modes:
+    for name, (mode, settings) in arms.items():
         use_draft = None if mode == "ar" else draft  # baselines get speculation too, when available
-        calls[mode] = use_draft, dict(
+        calls[name] = use_draft, dict(
             max_new_tokens=max_new_tokens,
             mode=mode,
             exit=_mode_exit(mode, settings),
@@ -89,16 +89,16 @@ def run_modes(
             temperature=temperature,
         )
     warmed: set[tuple[str, int]] = set()
-    records: dict[str, list[dict]] = {mode: [] for mode in modes}
+    records: dict[str, list[dict]] = {name: [] for name in arms}
     for i, p in enumerate(problems):
         bucket = max(16, 1 << (len(p.prompt) - 1).bit_length())
-        for mode, (use_draft, kw) in calls.items():
-            if (mode, bucket) not in warmed:
+        for name, (use_draft, kw) in calls.items():
+            if (name, bucket) not in warmed:
                 generate(target, use_draft, [p.prompt], seed=seed, **kw)
-                warmed.add((mode, bucket))
+                warmed.add((name, bucket))
             res = generate(target, use_draft, [p.prompt], seed=seed + i, **kw)
             toks, st = res.tokens[0], res.stats[0]
-            records[mode].append(
+            records[name].append(
                 {
                     "id": p.id,
                     "correct": bool(p.grade(decode_text(toks))),
@@ -115,8 +115,13 @@ def run_modes(
     return records
 
 
-def run_mode(mode: str, problems: Sequence[EvalProblem], target, draft, decode_text, settings, **kw) -> list[dict]:
-    """Per-problem records for one mode (`run_modes` with one mode)."""
+def run_modes(modes: Sequence[str], problems, target, draft, decode_text, settings: ModeSettings, **kw):
+    """Per-problem records of every mode, all with the same settings (`run_arms`)."""
+    return run_arms({mode: (mode, settings) for mode in modes}, problems, target, draft, decode_text, **kw)
+
+
+def run_mode(mode: str, problems, target, draft, decode_text, settings: ModeSettings, **kw) -> list[dict]:
+    """Per-problem records for one mode."""
     return run_modes([mode], problems, target, draft, decode_text, settings, **kw)[mode]
 
 

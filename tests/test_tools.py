@@ -44,3 +44,29 @@ def test_profile_rounds_times_an_ar_step_a_spec_round_and_its_parts(tmp_path):
     r = json.loads(out.read_text())
     assert r["ar_step_ms"] > 0 and r["spec_round_ms"] > 0
     assert set(r["parts_ms"]) == {"draft_chain", "verify", "target_T1", "accept", "commit", "catch_up"}
+
+
+def test_sweep_demo_runs_every_method_over_its_knob(tmp_path):
+    import sweep_demo
+
+    out, png = tmp_path / "sweep.json", tmp_path / "sweep.png"
+    assert sweep_demo.main(["--limit", "1", "--max-new-tokens", "64", "--out", str(out), "--plot", str(png)]) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert {r["method"] for r in runs.values()} == {
+        "ar", "spec", "specexit (EWMA)", "specexit (boundary, veto)", "budget", "deer"}
+    assert all(r["n"] == 1 and r["latency_s"] > 0 for r in runs.values())
+    assert png.stat().st_size > 0
+
+
+def test_exit_sweep_tunes_then_confirms_on_other_problems(tmp_path, capsys):
+    import exit_sweep
+
+    out = tmp_path / "tune.json"
+    assert exit_sweep.main(["--tune-limit", "1", "--confirm-limit", "1", "--max-new-tokens", "64",
+                            "--out", str(out)]) == 0
+    tuned = json.loads(out.read_text())
+    conf, surprise = tuned["pick"]
+    assert tuned["tune_seed"] == 0 and "ar" in tuned["runs"] and 0 < conf < 1
+    printed = capsys.readouterr().out
+    assert f"--exit-surprise {0 if surprise is None else surprise}" in printed
+    assert "specexit" in printed.split("confirming:")[1]

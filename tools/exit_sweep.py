@@ -85,7 +85,7 @@ def main(argv=None) -> int:
                "--limit", str(args.confirm_limit), "--max-new-tokens", str(args.max_new_tokens),
                "--modes", "ar,spec,specexit,budget,deer", "--smoothing", "boundary",
                "--exit-confidence", str(conf), "--budget-tokens", str(args.budget_tokens)]
-    confirm += ["--exit-surprise", str(surprise)] if surprise is not None else []
+    confirm += ["--exit-surprise", str(0 if surprise is None else surprise)]  # 0: off (not the demo's default)
     print("confirming: python -m specexit_jax.eval " + " ".join(confirm), flush=True)
     return eval_main(confirm)
 

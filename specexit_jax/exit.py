@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from specexit_jax.draft import SIGNALS
+from specexit_jax.sampling import first_false
 
 SMOOTHING = ("ewma", "window", "boundary")
 
@@ -178,8 +179,7 @@ def is_in(tokens: jax.Array, ids: jax.Array) -> jax.Array:
 
 def first_true(mask: jax.Array) -> jax.Array:
     """Index of the first True of each row of `mask [B,T]` (T when none)."""
-    T = mask.shape[1]
-    return jnp.min(jnp.where(mask, jnp.arange(T), T), axis=1)
+    return first_false(~mask)
 
 
 def first_match(tokens: jax.Array, ids: jax.Array, valid: jax.Array) -> jax.Array:

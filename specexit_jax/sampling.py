@@ -43,9 +43,10 @@ class SamplingParams:
 def probs(logits: jax.Array, sp: SamplingParams) -> jax.Array:
     """The sampling distribution `[...,V]`: softmax(logits / T) restricted to top-k, then top-p.
 
-    Dropped ids get a large finite negative logit rather than `-inf`, and the top id is always
-    kept: the result is a distribution even where XLA computes the two softmaxes' pieces in
-    different fusions (on GPU a peaked row with `-inf` masks came out all NaN, which sampled id 0).
+    Dropped ids get a large finite negative logit rather than `-inf` (on GPU, XLA's fusion of a
+    peaked row with `-inf` masks came out all NaN, which sampled id 0). The kept set is decided on
+    the logits themselves, against a threshold taken from their sorted copy, so it always holds
+    the top id.
     """
     V = logits.shape[-1]
     x = logits.astype(jnp.float32)
@@ -60,8 +61,7 @@ def probs(logits: jax.Array, sp: SamplingParams) -> jax.Array:
     keep = in_k & ((jnp.cumsum(ps, axis=-1) - ps) < sp.top_p)
     n_keep = jnp.maximum(jnp.sum(keep, axis=-1, keepdims=True), 1)
     threshold = jnp.take_along_axis(srt, n_keep - 1, axis=-1)
-    kept = (x >= threshold) | (x == jnp.max(x, axis=-1, keepdims=True))
-    return jax.nn.softmax(jnp.where(kept, x / t, _MASKED), axis=-1)
+    return jax.nn.softmax(jnp.where(x >= threshold, x / t, _MASKED), axis=-1)
 
 
 def token_probs(logits: jax.Array, tokens: jax.Array, sp: SamplingParams) -> jax.Array:

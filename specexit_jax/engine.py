@@ -10,7 +10,7 @@ Every mode is the same round with different static settings:
 
 One round, per row (`L` = cache length, `last` = newest token, not yet in the cache):
 
-    draft   d_1 from the previous round's draft output, d_2..d_K by `lax.scan` over the draft
+    draft   d_1 from the previous round's draft output, d_2..d_K by K-1 chained (unrolled) draft steps
     verify  target over [last, d_1..d_K] at positions L..L+K -> n accepted, next token
     commit  emitted e_0..e_{c-1} (accepted drafts, then next), cut by EOS, max_new_tokens,
             the thinking budget or a signal exit (then `</think>` is forced next round; with

@@ -2,8 +2,8 @@
 
 For each problem and mode (batch 1, so latency is per problem; the modes of one problem run one
 after another), record correctness, thinking tokens, total tokens, latency and tokens per round
-(tau). Each compiled program is warmed up on
-an untimed run first, so latencies exclude compilation. With `oracle=True`, the AR traces are
+(tau). Each compiled program is warmed up on an untimed run first, so latencies exclude
+compilation. With `oracle=True`, the AR traces are
 probed at every step boundary (force `</think>`, decode the answer greedily, grade it) to find
 the oracle exit: the first boundary after which the forced answer is right and never changes.
 """

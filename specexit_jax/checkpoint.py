@@ -139,7 +139,8 @@ def load_checkpoint(
     `shardings`: a pytree of `jax.sharding.Sharding` matching the params, or a callable
     `(leaf_path, ShapeDtypeStruct) -> Sharding`; each array is restored straight into its
     sharding. Default: everything on the first local device. `dtype` casts the floating params
-    (and the returned config says so); default: the dtype they were saved in.
+    (and the returned config says so); default: the config's dtype, whatever dtype the params
+    are stored in (the bundled demo stores bfloat16 and computes in float32).
     """
     path = Path(path).absolute()
     cfg = load_config(path)

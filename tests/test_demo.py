@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from specexit_jax.checkpoint import load_checkpoint
@@ -25,6 +27,16 @@ def demo():
     ex = ExitConfig(think_start_id=tok.think_start_id, think_end_id=tok.think_end_id,
                     step_split_ids=tok.step_split_ids)
     return load_checkpoint(tpath), load_checkpoint(dpath), tok, ex
+
+
+def test_bundled_checkpoints_are_small_and_load_as_float32(demo):
+    (cfg, tp), (dcfg, dp), _, _ = demo
+    stored = sum(f.stat().st_size for p in demo_checkpoints() for f in Path(p).rglob("*") if f.is_file())
+    assert stored <= 20e6  # params stored in bfloat16
+    assert cfg.dtype == dcfg.dtype == "float32"
+    floats = [x for x in jax.tree.leaves((tp, dp)) if jnp.issubdtype(x.dtype, jnp.floating)]
+    assert floats and all(x.dtype == jnp.float32 for x in floats)
+    assert sum(x.size for x in floats) * 4 > stored  # what runs is wider than what is stored
 
 
 @pytest.mark.parametrize("mode", ["ar", "spec", "specexit"])

@@ -7,7 +7,9 @@
 2. sample its own thinking traces (temperature 1, so slips and re-checks occur as in the task) and
    probe every step boundary: force `</think>`, decode the answer, grade it;
 3. train the draft with signal heads on those traces (configs/demo_draft.yaml);
-4. with `--install`, copy both checkpoints into specexit_jax/demo/assets/ (what the package ships).
+4. with `--install`, write both checkpoints into specexit_jax/demo/assets/ (what the package ships)
+   with their params stored in bfloat16 (`--store-dtype`): they load as float32, the dtype their
+   configs name, and the package stays small.
 
 Each step is the project's own command line, so this script is also a worked example of the
 pipeline for a real model. `--quick` runs every step at toy size to check the pipeline (minutes on
@@ -17,12 +19,12 @@ a CPU; the result is not a useful model). `--skip-target CKPT` starts from an ex
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 ASSETS = ROOT / "specexit_jax" / "demo" / "assets"
 
 
@@ -40,7 +42,9 @@ def main(argv=None) -> int:
     ap.add_argument("--draft-set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a key of configs/demo_draft.yaml (repeatable)")
     ap.add_argument("--quick", action="store_true", help="toy sizes, to check the pipeline")
-    ap.add_argument("--install", action="store_true", help="copy the result into the package")
+    ap.add_argument("--install", action="store_true", help="write the result into the package")
+    ap.add_argument("--store-dtype", default="bfloat16",
+                    help="dtype the installed params are stored in (default bfloat16; they load as float32)")
     args = ap.parse_args(argv)
     work = Path(args.work)
     if not work.is_absolute():
@@ -68,12 +72,22 @@ def main(argv=None) -> int:
     draft = work / "draft" / "final"
     if args.install:
         for src, name in ((target, "target"), (draft, "draft")):
-            dst = ASSETS / name
-            if dst.exists():
-                shutil.rmtree(dst)
-            shutil.copytree(src, dst)
+            install(src, ASSETS / name, args.store_dtype)
         print(f"installed into {ASSETS}")
     return 0
+
+
+def install(src: Path, dst: Path, store_dtype: str) -> None:
+    """Copy checkpoint `src` to `dst` with its floating params stored in `store_dtype`; its config
+    keeps its own dtype, which loading casts them back to."""
+    import jax.numpy as jnp
+
+    from specexit_jax.checkpoint import TOKENIZER_FILES, load_checkpoint, save_checkpoint
+    from specexit_jax.model import cast_params
+
+    cfg, params = load_checkpoint(src)
+    files = [src / f for f in TOKENIZER_FILES if (src / f).is_file()]
+    save_checkpoint(dst, cfg, cast_params(params, jnp.dtype(store_dtype)), files, overwrite=True)
 
 
 if __name__ == "__main__":

@@ -583,6 +583,14 @@ def _pow2(n: int, lo: int) -> int:
     return max(lo, 1 << max(0, int(n) - 1).bit_length())
 
 
+def prompt_bucket(n: int) -> int:
+    """The padded length of an `n`-token prompt: the next of 16, 24, 32, 48, 64, 96, ... (a power
+    of two or 1.5 times one). Each bucket compiles its own prefill and decode loop; the half steps
+    keep the padding that prefill computes under half the prompt."""
+    p = _pow2(n, 16)
+    return p if n > 3 * p // 4 else max(16, 3 * p // 4)
+
+
 def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
 
@@ -680,7 +688,7 @@ def setup(
     deer = mode == "deer"
     probe_ids = (ex.think_end_id, *ex.probe_ids) if deer else (-1,)
     probe_slots = len(probe_ids) + ex.probe_tokens + 1 if deer else 0
-    Tp = _pow2(longest, 16)
+    Tp = prompt_bucket(longest)
     O = _pow2(max_new_tokens, 16) + K + 1
     S = _round_up(Tp + O + probe_slots, 128)
     split = tuple(ex.step_split_ids) or (-1,)

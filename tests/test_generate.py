@@ -12,7 +12,7 @@ import pytest
 from specexit_jax import draft as D
 from specexit_jax import model as M
 from specexit_jax.config import ModelConfig
-from specexit_jax.engine import decode, generate, prefill
+from specexit_jax.engine import decode, generate, prefill, prompt_bucket
 
 from worlds import CFG, DCFG, V, greedy_reference
 
@@ -115,6 +115,13 @@ def test_stream_delivers_every_token_once(tp, prompts, ref):
     res = ar(tp, prompts, stream=stream, stream_every=3)
     assert got == res.tokens == ref
     assert len(calls) >= MAX_NEW // 3
+
+
+def test_prompt_buckets_pad_under_half_the_prompt():
+    sizes = [prompt_bucket(n) for n in range(1, 5000)]
+    assert sizes == sorted(sizes)
+    assert set(sizes) <= {m << k for m in (16, 24) for k in range(10)}
+    assert all(b >= n and (n <= 16 or b - n < n / 2) for n, b in enumerate(sizes, 1))
 
 
 def test_long_generation_crosses_attention_windows(tp):

@@ -15,7 +15,7 @@ import statistics
 from typing import Callable, Sequence
 
 from specexit_jax.exit import ExitConfig
-from specexit_jax.engine import generate
+from specexit_jax.engine import generate, prompt_bucket
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +91,7 @@ def run_arms(
     warmed: set[tuple[str, int]] = set()
     records: dict[str, list[dict]] = {name: [] for name in arms}
     for i, p in enumerate(problems):
-        bucket = max(16, 1 << (len(p.prompt) - 1).bit_length())
+        bucket = prompt_bucket(len(p.prompt))
         for name, (use_draft, kw) in calls.items():
             if (name, bucket) not in warmed:
                 generate(target, use_draft, [p.prompt], seed=seed, **kw)

@@ -2,8 +2,8 @@
 
     python tools/build_demo.py [--work runs/demo] [--install] [--quick]
 
-1. train the demo target from scratch on the synthetic task (configs/demo_target.yaml; a few
-   minutes on one GPU, about 2.3M tokens/s on an H200; far longer on a CPU);
+1. train the demo target from scratch on the synthetic task (configs/demo_target.yaml; about 2
+   minutes on an H200 at 1.15M tokens/s; far longer on a CPU);
 2. sample its own thinking traces (temperature 1, so slips and re-checks occur as in the task) and
    probe every step boundary: force `</think>`, decode the answer, grade it;
 3. train the draft with signal heads on those traces (configs/demo_draft.yaml);

@@ -70,3 +70,22 @@ def test_exit_sweep_tunes_then_confirms_on_other_problems(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"--exit-surprise {0 if surprise is None else surprise}" in printed
     assert "specexit" in printed.split("confirming:")[1]
+
+
+def test_build_demo_installs_params_stored_narrow_that_load_wide(tmp_path):
+    import build_demo
+    import jax
+    import jax.numpy as jnp
+
+    from specexit_jax.checkpoint import load_checkpoint
+    from specexit_jax.demo import demo_checkpoints
+
+    src = Path(demo_checkpoints()[1])
+    build_demo.install(src, tmp_path / "draft", "bfloat16")
+    (cfg, want), (cfg2, got) = load_checkpoint(src), load_checkpoint(tmp_path / "draft")
+    assert cfg2 == cfg and cfg2.dtype == "float32"
+    files = lambda d: {f.name for f in d.iterdir() if f.is_file()}  # noqa: E731
+    assert files(tmp_path / "draft") == files(src)  # config and tokenizer files
+    for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+        assert g.dtype == w.dtype
+        assert jnp.array_equal(g, w.astype(jnp.bfloat16).astype(w.dtype))

@@ -56,7 +56,8 @@ def vocabulary() -> list[str]:
 def build_backend() -> BackendTokenizer:
     """The demo tokenizer as a bare ``tokenizers.Tokenizer``."""
     vocab = vocabulary()
-    words = sorted(set(WORDS) | set(ROLE_WORDS), key=lambda w: (-len(w), w))  # longest first; same file every build
+    # Longest first, so the regex prefers whole words; ties alphabetically, so every build is the same.
+    words = sorted(set(WORDS) | set(ROLE_WORDS), key=lambda w: (-len(w), w))
     pattern = "|".join(["\n\n", "\n", " ", *map(re.escape, words), r"[\s\S]"])
     backend = BackendTokenizer(models.WordLevel({tok: i for i, tok in enumerate(vocab)}, unk_token=UNK))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")

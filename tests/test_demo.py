@@ -76,3 +76,26 @@ def test_eval_harness_on_a_tiny_subset():
         assert {"accuracy", "think_tokens", "total_tokens", "latency_s", "tau"} <= set(m)
         assert 0.0 <= m["accuracy"] <= 1.0 and m["latency_s"] > 0
     assert out["modes"]["ar"]["speedup_vs_ar"] == 1.0
+
+
+def test_harness_times_each_problem_repeatedly_and_keeps_the_fastest(demo, monkeypatch):
+    from specexit_jax.eval import harness as H
+
+    target, _, tok, ex = demo
+    p = H.demo_problems(tok, 1, 0)[0]
+    decode_s = iter([9.0, 5.0, 3.0, 4.0, 2.0, 7.0, 6.0])  # warm-up, then 3 runs per problem
+    seeds, generate = [], H.generate
+
+    def timed(*args, seed, **kw):
+        seeds.append(seed)
+        res = generate(*args, seed=seed, **kw)
+        res.timing = {"prefill_s": 0.5, "decode_s": next(decode_s)}
+        return res
+
+    monkeypatch.setattr(H, "generate", timed)
+    recs = H.run_mode("ar", [p, p], target, None, tok.decode, H.ModeSettings(ex), max_new_tokens=24,
+                      num_draft_tokens=4, eos_ids=tok.eos_ids, repeats=3)
+    assert [r["latency_s"] for r in recs] == [3.5, 2.5]
+    assert seeds == [0, 0, 0, 0, 1, 1, 1]  # the repeats of a problem decode the same tokens
+    assert recs[0]["tokens"] == recs[1]["tokens"] == generate(
+        target, None, [p.prompt], max_new_tokens=24, eos_ids=tok.eos_ids).tokens[0]

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Every GPU check and benchmark in one run, each part under its own time limit:
-#   OUT=results bash tools/gpu_suite.sh [parts...]   parts: tests demo build mesh train train2 decode
+#   OUT=results bash tools/gpu_suite.sh [parts...]   parts: tests demo eval build mesh train train2 decode
 #   (default: tests demo train; each call must fit 10 minutes: on two GPUs run `mesh train2`)
 # tests   the GPU-only tests (tests/test_gpu.py) and the demo decode with the bundled checkpoints
+# eval    the README's demo evaluations, 300 problems each: temperature 1 with every mode (each
+#         problem timed 3 times), then greedy; their tables in $OUT/eval_t1.txt and eval_greedy.txt
 # build   tools/build_demo.py --install: rebuild the bundled demo model; $OUT/assets.tar holds it
 # mesh    tools/bench_mesh.py: Qwen3-8B shape, 1 device vs tensor=2 / data=2 (needs 2 GPUs for the mesh rows)
 # train   tools/bench_train.py: draft training step, Qwen3-4B shape, seq 2048, one device
@@ -21,6 +23,11 @@ for part in $parts; do
   case $part in
     tests) timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -15 | tee "$OUT/tests.txt" ;;
     demo) timeout 45 $PY -m specexit_jax.decode --json > "$OUT/demo.json" 2> "$OUT/demo.err"; tail -3 "$OUT/demo.err"; head -c 600 "$OUT/demo.json"; echo ;;
+    eval) timeout 330 $PY -m specexit_jax.eval --temperature 1 --oracle --seed 3 --limit 300 \
+        --modes ar,spec,specexit,budget,deer --smoothing boundary --exit-confidence 0.5 --exit-surprise 0.05 \
+        --budget-tokens 64 --repeats 3 > "$OUT/eval_t1.txt" 2> "$OUT/eval_t1.err"; tail -3 "$OUT/eval_t1.err"
+      timeout 230 $PY -m specexit_jax.eval --seed 3 --limit 300 --oracle --modes ar,spec,specexit \
+        > "$OUT/eval_greedy.txt" 2> "$OUT/eval_greedy.err"; tail -3 "$OUT/eval_greedy.err" ;;
     build) timeout 560 $PY tools/build_demo.py --work /tmp/demo_build --install > "$OUT/build.txt" 2>&1; tail -25 "$OUT/build.txt"
       tar -cf "$OUT/assets.tar" -C specexit_jax/demo assets
       for m in target draft; do cp /tmp/demo_build/$m/metrics.jsonl "$OUT/${m}_metrics.jsonl"; done ;;
@@ -30,7 +37,7 @@ for part in $parts; do
     *) echo "unknown part $part" ;;
   esac
 done
-for f in mesh train train2 decode; do
+for f in eval_t1 eval_greedy mesh train train2 decode; do
   [ -f "$OUT/$f.txt" ] && { echo "=== $f"; grep -v '^{' "$OUT/$f.txt"; }
 done
 exit 0

@@ -29,6 +29,8 @@ def _parse(argv):
     ap.add_argument("--modes", default="ar,spec,specexit,budget,deer", help="comma-separated modes")
     ap.add_argument("--limit", type=int, default=50, help="number of problems (default 50)")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed and demo problem seed")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="time each problem N times and keep the fastest run (steadier latencies on a busy machine)")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="default: 512 (demo), 4096")
     ap.add_argument("--num-draft-tokens", type=int, default=4)
     ap.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
@@ -56,6 +58,8 @@ def _parse(argv):
         ap.error(f"unknown mode(s) {bad}; choose from {', '.join(MODES)}")
     if args.limit < 1:
         ap.error("--limit must be >= 1")
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
     if args.temperature < 0:
         ap.error("--temperature must be >= 0")
     args.modes = modes
@@ -177,7 +181,8 @@ def main(argv=None) -> int:
         records = H.run_modes(
             args.modes, problems, target, draft, tok.decode, settings,
             max_new_tokens=max_new, num_draft_tokens=args.num_draft_tokens,
-            eos_ids=tok.eos_ids, temperature=args.temperature, seed=args.seed, progress=bar.update,
+            eos_ids=tok.eos_ids, temperature=args.temperature, seed=args.seed, repeats=args.repeats,
+            progress=bar.update,
         )
         bar.close()
         modes = {mode: H.summarize(recs) for mode, recs in records.items()}

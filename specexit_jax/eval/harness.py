@@ -3,7 +3,8 @@
 For each problem and mode (batch 1, so latency is per problem; the modes of one problem run one
 after another), record correctness, thinking tokens, total tokens, latency and tokens per round
 (tau). Each compiled program is warmed up on an untimed run first, so latencies exclude
-compilation. With `oracle=True`, the AR traces are
+compilation; with `repeats > 1` each problem is timed that many times and the fastest run counts
+(on a shared machine other work only ever adds time). With `oracle=True`, the AR traces are
 probed at every step boundary (force `</think>`, decode the answer greedily, grade it) to find
 the oracle exit: the first boundary after which the forced answer is right and never changes.
 """
@@ -69,6 +70,7 @@ def run_arms(
     eos_ids: Sequence[int],
     temperature: float = 0.0,
     seed: int = 0,
+    repeats: int = 1,
     progress: Callable | None = None,
 ) -> dict[str, list[dict]]:
     """Per-problem records of every arm: a name for a mode with its settings (a sweep has many
@@ -96,7 +98,8 @@ def run_arms(
             if (name, bucket) not in warmed:
                 generate(target, use_draft, [p.prompt], seed=seed, **kw)
                 warmed.add((name, bucket))
-            res = generate(target, use_draft, [p.prompt], seed=seed + i, **kw)
+            runs = [generate(target, use_draft, [p.prompt], seed=seed + i, **kw) for _ in range(repeats)]
+            res = runs[0]
             toks, st = res.tokens[0], res.stats[0]
             records[name].append(
                 {
@@ -104,7 +107,7 @@ def run_arms(
                     "correct": bool(p.grade(decode_text(toks))),
                     "think_tokens": st["think_tokens"],
                     "total_tokens": len(toks),
-                    "latency_s": res.timing["prefill_s"] + res.timing["decode_s"],
+                    "latency_s": min(r.timing["prefill_s"] + r.timing["decode_s"] for r in runs),
                     "rounds": st["rounds"],
                     "exit_reason": st["exit_reason"],
                     "tokens": toks,

@@ -28,6 +28,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from specexit_jax.draft import SIGNALS
@@ -97,15 +98,13 @@ class ExitConfig:
 
     def traced(self) -> "ExitParams":
         return ExitParams(
-            thresholds=jnp.asarray([self.confidence, self.progress, self.remain], jnp.float32),
-            active=jnp.asarray([s in self.signals for s in SIGNALS]),
-            ewma=jnp.float32(self.ewma),
-            surprise=jnp.float32(self.surprise or 0.0),
-            min_think=jnp.int32(self.min_think_tokens),
-            max_think=jnp.int32(
-                2**30 if self.max_think_tokens is None else self.max_think_tokens
-            ),
-            probe_threshold=jnp.float32(self.probe_threshold),
+            thresholds=np.asarray([self.confidence, self.progress, self.remain], np.float32),
+            active=np.asarray([s in self.signals for s in SIGNALS]),
+            ewma=np.float32(self.ewma),
+            surprise=np.float32(self.surprise or 0.0),
+            min_think=np.int32(self.min_think_tokens),
+            max_think=np.int32(2**30 if self.max_think_tokens is None else self.max_think_tokens),
+            probe_threshold=np.float32(self.probe_threshold),
         )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 _MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)  # a dropped id's logit: exp() gives 0
@@ -35,7 +36,7 @@ class SamplingParams:
     @classmethod
     def make(cls, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0) -> "SamplingParams":
         return cls(
-            temperature=jnp.float32(temperature), top_k=jnp.int32(top_k), top_p=jnp.float32(top_p),
+            temperature=np.float32(temperature), top_k=np.int32(top_k), top_p=np.float32(top_p),
             filtered=bool(top_k > 0 or top_p < 1.0),
         )
 

@@ -85,9 +85,10 @@ def _problems(args, tok):
 
 
 def _table(result: dict) -> str:
-    cols = ("accuracy", "think_tokens", "total_tokens", "latency_s", "tau", "speedup_vs_ar", "speedup_vs_spec")
+    cols = ("accuracy", "think_tokens", "total_tokens", "latency_ms", "tau", "speedup_vs_ar", "speedup_vs_spec")
     lines = [f"{'mode':<9}" + "".join(f"{c:>16}" for c in cols)]
     for name, m in result["modes"].items():
+        m = {**m, "latency_ms": 1e3 * m["latency_s"]}
         cells = "".join(f"{m[c]:>16.3f}" if c in m else f"{'-':>16}" for c in cols)
         lines.append(f"{name:<9}{cells}")
     o = result.get("oracle")

@@ -587,7 +587,8 @@ def prompt_bucket(n: int) -> int:
     """The padded length of an `n`-token prompt: the next of 16, 24, 32, 48, 64, 96, ... (a power
     of two or 1.5 times one). Each bucket compiles its own prefill; the half steps keep the padding
     that prefill computes under half the prompt. The decode loop depends on the prompt only
-    through the cache size, which grows in steps of 128 slots, so buckets mostly share it."""
+    through the cache size, which grows in steps of 128 slots, and (past 128 tokens) its
+    shortest attention window, so buckets mostly share it."""
     p = _pow2(n, 16)
     return p if n > 3 * p // 4 else max(16, 3 * p // 4)
 

@@ -29,7 +29,16 @@ import jax.numpy as jnp
 
 from specexit_jax.cache import KVCache
 from specexit_jax.config import ModelConfig, RopeScaling
-from specexit_jax.layers import apply_rope, cached_attention, einsum_f32, gated_mlp, out_proj, rms_norm, rope_inv_freq
+from specexit_jax.layers import (
+    apply_rope,
+    cached_attention,
+    einsum_f32,
+    gated_mlp,
+    out_proj,
+    rms_norm,
+    rope_inv_freq,
+    take_rows,
+)
 
 SIGNALS = ("confidence", "progress", "remain")
 
@@ -124,14 +133,15 @@ def signals_from_raw(r: jax.Array) -> jax.Array:
     return jnp.stack([jax.nn.sigmoid(r[..., 0]), jax.nn.sigmoid(r[..., 1]), jnp.exp(r[..., 2])], -1)
 
 
-def attention_inputs(dp: dict, dcfg: DraftConfig, embed, tokens, hidden, positions):
+def attention_inputs(dp: dict, dcfg: DraftConfig, embed, tokens, hidden, positions, q_index=None):
     """The layer's input side: `[input_norm(embed(tokens)), hidden_norm(hidden)]` (2Hd) -> q
-    `[B,T,N,D]`, k, v `[B,T,Kv,D]` (RoPE applied)."""
+    `[B,T,N,D]`, k, v `[B,T,Kv,D]` (RoPE applied); with `q_index [B,T']`, q of those pairs only."""
     eps = dcfg.rms_norm_eps
     emb = (dp["embed"] if dcfg.has_embed else embed)[tokens].astype(hidden.dtype)
     x = jnp.concatenate([rms_norm(emb, dp["input_norm"], eps), rms_norm(hidden, dp["hidden_norm"], eps)], -1)
     inv_freq = rope_inv_freq(dcfg.head_dim, dcfg.rope_theta, dcfg.rope_scaling)
-    q = apply_rope(jnp.einsum("btx,xnd->btnd", x, dp["wq"]), positions, inv_freq)
+    xq, q_pos = (x, positions) if q_index is None else (take_rows(x, q_index), take_rows(positions, q_index))
+    q = apply_rope(jnp.einsum("btx,xnd->btnd", xq, dp["wq"]), q_pos, inv_freq)
     k = apply_rope(jnp.einsum("btx,xkd->btkd", x, dp["wk"]), positions, inv_freq)
     return q, k, jnp.einsum("btx,xkd->btkd", x, dp["wv"])
 
@@ -152,15 +162,22 @@ def step(
     cache: KVCache | None = None,
     *,
     window: int | None = None,
+    out_index: jax.Array | None = None,
 ) -> tuple[jax.Array, KVCache | None]:
-    """The draft layer over `T` pairs: `tokens [B,T]`, `hidden [B,T,Hd]` -> output hidden `[B,T,Hd]`."""
-    q, k, v = attention_inputs(dp, dcfg, embed, tokens, hidden, positions)
+    """The draft layer over `T` pairs: `tokens [B,T]`, `hidden [B,T,Hd]` -> output hidden `[B,T,Hd]`
+    (`[B,T',Hd]` at `out_index [B,T']`).
+
+    With a cache, every pair's keys and values are cached but only the pairs at `out_index` run
+    past them: catching up on accepted tokens needs the last one's output alone."""
+    q_index = None if cache is None else out_index
+    q, k, v = attention_inputs(dp, dcfg, embed, tokens, hidden, positions, q_index)
     layer_cache = None if cache is None else (cache.k[0], cache.v[0])
-    o, layer_cache = cached_attention(q, k, v, positions, layer_cache, window)
-    h = layer_output(dp, dcfg, hidden, o)
-    if cache is not None:
-        cache = KVCache(k=(layer_cache[0],), v=(layer_cache[1],))
-    return h, cache
+    q_pos = None if q_index is None else take_rows(positions, q_index)
+    o, layer_cache = cached_attention(q, k, v, positions, layer_cache, window, q_positions=q_pos)
+    h = layer_output(dp, dcfg, hidden if q_index is None else take_rows(hidden, q_index), o)
+    if cache is None:
+        return (h if out_index is None else take_rows(h, out_index)), None
+    return h, KVCache(k=(layer_cache[0],), v=(layer_cache[1],))
 
 
 def logits(dp: dict, dcfg: DraftConfig, h: jax.Array) -> jax.Array:

@@ -58,7 +58,7 @@ from specexit_jax.exit import (
     surprised,
     window_update,
 )
-from specexit_jax.layers import write_rows
+from specexit_jax.layers import take_rows, write_rows
 from specexit_jax.sampling import SamplingParams, gumbel_noise, probs, sample, sample_with, token_probs, verify
 
 MODES = ("ar", "spec", "specexit", "budget", "deer")
@@ -144,7 +144,7 @@ def _row_write(buf: jax.Array, x: jax.Array, start: jax.Array) -> jax.Array:
 
 def _at(x: jax.Array, i: jax.Array) -> jax.Array:
     """`x[b, i[b]]` for `x [B,T,...]`."""
-    return jnp.take_along_axis(x, i.reshape(-1, *([1] * (x.ndim - 1))), axis=1)[:, 0]
+    return take_rows(x, i[:, None])[:, 0]
 
 
 def _constrain(plan: Plan, st: DecodeState) -> DecodeState:
@@ -437,9 +437,13 @@ def _probe_answer(tp, plan: Plan, knobs: Knobs, st: DecodeState, rows, window) -
 
 
 def _catch_up(tp, dp, plan: Plan, st: DecodeState, hidden, tokens, positions, c, window):
-    """Run the draft over accepted (feature, token) pairs; keep its output at pair `c-1`."""
-    out, dcache = D.step(dp, plan.dcfg, tp["embed"], tokens, hidden, positions, st.dcache, window=window)
-    h = _at(out, c - 1)
+    """Run the draft over accepted (feature, token) pairs: cache them all, and keep the output at
+    pair `c-1` (the only one computed past the keys and values)."""
+    out, dcache = D.step(
+        dp, plan.dcfg, tp["embed"], tokens, hidden, positions, st.dcache, window=window,
+        out_index=(c - 1)[:, None],
+    )
+    h = out[:, 0]
     return st.replace(dcache=dcache, draft_h=h, draft_logits=D.logits(dp, plan.dcfg, h))
 
 

@@ -82,6 +82,11 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.
     return out.astype(x.dtype)
 
 
+def take_rows(x: jax.Array, index: jax.Array) -> jax.Array:
+    """`x[b, index[b, t]]` for `x [B,T,...]`, `index [B,T']` -> `[B,T',...]`."""
+    return jnp.take_along_axis(x, index.reshape(*index.shape, *([1] * (x.ndim - 2))), axis=1)
+
+
 def write_rows(buf: jax.Array, new: jax.Array, start: jax.Array, axis: int) -> jax.Array:
     """Write `new` (laid out as `buf [B,...]`, `T` entries along `axis`) into `buf` at
     `start[b] .. start[b]+T-1` of each row `b`.
@@ -139,13 +144,16 @@ def cached_attention(
     positions: jax.Array,
     cache: tuple[jax.Array, jax.Array] | None,
     window: int | None,
+    q_positions: jax.Array | None = None,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     """Attention of this call's queries over the cache (or, without one, `causal_attention` over
     this call's keys alone: a plain causal pass).
 
-    With a cache, the new `k, v` are written at slots `positions[:, 0] ...` and the queries read
-    the first `window` slots (a static size covering every row's length; reading only that part
-    of the cache is what keeps long-context decoding from paying for all of `S`).
+    With a cache, the new `k, v` (at `positions [B,T]`) are written at slots `positions[:, 0] ...`
+    and the queries read the first `window` slots (a static size covering every row's length;
+    reading only that part of the cache is what keeps long-context decoding from paying for all
+    of `S`). The queries may be a few of this call's tokens, at `q_positions [B,T']` (default
+    `positions`): a pass that needs every token's keys and values but the output of a few.
     """
     if cache is None:
         return causal_attention(q, k, v), None
@@ -156,7 +164,8 @@ def cached_attention(
     W = ck.shape[2] if window is None else min(window, ck.shape[2])
     ks, vs = ck[:, :, :W], cv[..., :W]
     key_pos = jnp.broadcast_to(jnp.arange(W, dtype=positions.dtype), (q.shape[0], W))
-    mask = key_pos[:, None, :] <= positions[:, :, None]
+    q_pos = positions if q_positions is None else q_positions
+    mask = key_pos[:, None, :] <= q_pos[:, :, None]
     return attention(q, ks, vs, mask), cache
 
 

@@ -23,13 +23,27 @@ import jax.numpy as jnp
 
 from specexit_jax.cache import KVCache
 from specexit_jax.config import ModelConfig
-from specexit_jax.layers import apply_rope, cached_attention, einsum_f32, gated_mlp, out_proj, rms_norm, rope_inv_freq
+from specexit_jax.layers import (
+    apply_rope,
+    cached_attention,
+    einsum_f32,
+    gated_mlp,
+    out_proj,
+    rms_norm,
+    rope_inv_freq,
+    take_rows,
+)
 
 Params = dict
 
 
-def _attention_block(lp: dict, cfg: ModelConfig, x, positions, cache, window, inv_freq):
-    q = jnp.einsum("bth,hnd->btnd", x, lp["wq"])
+def _attention_block(lp: dict, cfg: ModelConfig, x, positions, cache, window, inv_freq, query_index=None):
+    """Attention of `x [B,T,H]`; with `query_index [B,T']` (cache only) every token's keys and
+    values are cached but only those tokens' outputs are computed (`[B,T',H]`)."""
+    xq, q_pos = x, positions
+    if query_index is not None:
+        xq, q_pos = take_rows(x, query_index), take_rows(positions, query_index)
+    q = jnp.einsum("bth,hnd->btnd", xq, lp["wq"])
     k = jnp.einsum("bth,hkd->btkd", x, lp["wk"])
     v = jnp.einsum("bth,hkd->btkd", x, lp["wv"])
     if cfg.qkv_bias:
@@ -37,9 +51,9 @@ def _attention_block(lp: dict, cfg: ModelConfig, x, positions, cache, window, in
     if cfg.qk_norm:
         q = rms_norm(q, lp["q_norm"], cfg.rms_norm_eps)
         k = rms_norm(k, lp["k_norm"], cfg.rms_norm_eps)
-    q = apply_rope(q, positions, inv_freq)
+    q = apply_rope(q, q_pos, inv_freq)
     k = apply_rope(k, positions, inv_freq)
-    o, cache = cached_attention(q, k, v, positions, cache, window)
+    o, cache = cached_attention(q, k, v, positions, cache, window, q_positions=q_pos)
     out = out_proj(o, lp["wo"])
     if cfg.o_bias:
         out = out + lp["bo"]
@@ -61,17 +75,23 @@ def forward(
     Returns `(logits, aux, cache)`: fp32 logits `[B,T,V]` (or `[B,T',V]` at `logits_index [B,T']`,
     e.g. only each row's last prompt position during prefill), `aux [B,T,3H]`, and the cache with
     this call's keys and values written at slots `positions[:, 0] ...`. Without a cache the call
-    is a plain causal pass over `tokens`.
+    is a plain causal pass over `tokens`. With both a cache and `logits_index`, the last layer
+    runs past its keys and values only at `logits_index` (a prefill computes one position's
+    output there, not the prompt's).
     """
     inv_freq = rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
     h = params["embed"][tokens]
     aux, new_k, new_v = [], [], []
+    L = len(params["layers"])
     for i, lp in enumerate(params["layers"]):
         if i in cfg.aux_layers:
             aux.extend([h] * cfg.aux_layers.count(i))
         layer_cache = None if cache is None else (cache.k[i], cache.v[i])
+        select = logits_index if (i == L - 1 and cache is not None) else None
         x = rms_norm(h, lp["attn_norm"], cfg.rms_norm_eps)
-        a, layer_cache = _attention_block(lp, cfg, x, positions, layer_cache, window, inv_freq)
+        a, layer_cache = _attention_block(lp, cfg, x, positions, layer_cache, window, inv_freq, select)
+        if select is not None:
+            h, logits_index = take_rows(h, select), None
         h = h + a
         h = h + gated_mlp(rms_norm(h, lp["mlp_norm"], cfg.rms_norm_eps), lp)
         if layer_cache is not None:
@@ -80,7 +100,7 @@ def forward(
     if cache is not None:
         cache = KVCache(k=tuple(new_k), v=tuple(new_v))
     if logits_index is not None:
-        h = jnp.take_along_axis(h, logits_index[..., None], axis=1)
+        h = take_rows(h, logits_index)
     return unembed(params, cfg, rms_norm(h, params["norm"], cfg.rms_norm_eps)), jnp.concatenate(
         aux, axis=-1
     ), cache

@@ -7,6 +7,7 @@ split) show up; the bound is a max abs logit error of 1e-4.
 import json
 import shutil
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -16,7 +17,8 @@ import hf_models
 from specexit_jax.checkpoint import load_config
 from specexit_jax.config import RopeScaling, model_config_from_hf, read_json
 from specexit_jax.convert import convert_hf
-from specexit_jax.model import target_logits
+from specexit_jax.cache import KVCache
+from specexit_jax.model import forward, target_logits
 
 TOL = 1e-4
 pytestmark = pytest.mark.usefixtures("fp32_matmuls")
@@ -51,6 +53,31 @@ def test_padded_batch_rows_match_transformers_alone(tiny_model, family):
     for row, n in enumerate(lengths):
         ref = hf_logits(m.torch_model, tokens[row : row + 1, :n])[0]
         np.testing.assert_array_less(np.abs(ours[row, :n] - ref).max(), TOL)
+
+
+@pytest.mark.parametrize("family", ["qwen3_untied", "llama3"])
+def test_cached_prefill_matches_transformers_at_each_rows_last_position(tiny_model, family):
+    """The prefill's pass (a cache, logits only at each row's last prompt position, so the last
+    layer runs past its keys and values there alone) against HF on each row by itself; its
+    cache holds the same keys and values as a full cached pass."""
+    m = tiny_model(family)
+    rng = np.random.default_rng(3)
+    lengths = [300, 333]
+    T, S = max(lengths), 384
+    tokens = np.zeros((len(lengths), T), np.int32)
+    for row, n in enumerate(lengths):
+        tokens[row, :n] = rng.integers(1, m.cfg.vocab_size, n)
+    positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (len(lengths), T))
+    empty = KVCache.init(m.cfg.num_layers, len(lengths), S, m.cfg.num_kv_heads, m.cfg.head_dim, jnp.float32)
+    last = jnp.asarray(lengths, jnp.int32)[:, None] - 1
+    logits, _, cache = forward(m.params, m.cfg, jnp.asarray(tokens), positions, empty, window=T, logits_index=last)
+    _, _, full_cache = forward(m.params, m.cfg, jnp.asarray(tokens), positions, empty, window=T)
+    assert logits.shape == (len(lengths), 1, m.cfg.vocab_size)
+    for row, n in enumerate(lengths):
+        ref = hf_logits(m.torch_model, tokens[row : row + 1, :n])[0, -1]
+        np.testing.assert_array_less(np.abs(np.asarray(logits[row, 0]) - ref).max(), TOL)
+    for a, b in zip(jax.tree.leaves(cache), jax.tree.leaves(full_cache)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 @pytest.mark.parametrize("family", ["llama3", "qwen3_tied"])

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import itertools
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats
 
+from specexit_jax import draft as D
 from specexit_jax.engine import generate
 
 from worlds import CFG, DCFG, V, cycle_world, greedy_reference, random_world
@@ -192,3 +195,26 @@ def test_sampled_spec_tokens_are_distributed_as_plain_sampling(rworld):
     for pos in range(10):
         pval = _homogeneous(ar[:, pos], sp[:, pos])
         assert pval > 1e-3, f"position {pos}: chi-square p {pval:.2e}"
+
+
+def test_draft_step_at_out_index_matches_the_full_step():
+    """Catching up computes the draft's output only at each row's last accepted pair: the same
+    output as the full step there, and the same cache (every pair's keys and values)."""
+    tp, dp = random_world()
+    B, T, L = 3, 5, 20
+    rng = np.random.default_rng(4)
+    tokens = jnp.asarray(rng.integers(0, V, (B, T)), jnp.int32)
+    hidden = jnp.asarray(rng.standard_normal((B, T, DCFG.hidden_size)), jnp.float32)
+    positions = jnp.asarray(L + np.arange(T)[None] + np.array([[0], [3], [7]]), jnp.int32)
+    cache = D.init_cache(DCFG, B, 64)
+    cache = jax.tree.map(lambda x: x + jnp.asarray(rng.standard_normal(x.shape), x.dtype), cache)
+    full, full_cache = D.step(dp, DCFG, tp["embed"], tokens, hidden, positions, cache, window=64)
+    at = jnp.asarray([[4], [0], [2]], jnp.int32)
+    out, out_cache = D.step(dp, DCFG, tp["embed"], tokens, hidden, positions, cache, window=64, out_index=at)
+    assert out.shape == (B, 1, DCFG.hidden_size)
+    want = np.take_along_axis(np.asarray(full), np.asarray(at)[..., None], axis=1)
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(out_cache), jax.tree.leaves(full_cache)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    no_cache, _ = D.step(dp, DCFG, tp["embed"], tokens, hidden, positions, out_index=at)
+    assert no_cache.shape == (B, 1, DCFG.hidden_size)

@@ -117,11 +117,12 @@ def test_stream_delivers_every_token_once(tp, prompts, ref):
     assert len(calls) >= MAX_NEW // 3
 
 
-def test_prompt_buckets_pad_under_half_the_prompt():
+def test_prompt_buckets_pad_under_a_quarter_of_the_prompt():
     sizes = [prompt_bucket(n) for n in range(1, 5000)]
     assert sizes == sorted(sizes)
-    assert set(sizes) <= {m << k for m in (16, 24) for k in range(10)}
-    assert all(b >= n and (n <= 16 or b - n < n / 2) for n, b in enumerate(sizes, 1))
+    assert set(sizes) <= {m << k for m in (16, 20, 24, 28) for k in range(10)}
+    assert all(b >= n and (n <= 16 or b - n < n / 4) for n, b in enumerate(sizes, 1))
+    assert [prompt_bucket(n) for n in (1, 16, 17, 31, 32, 33, 40, 41, 100)] == [16, 16, 20, 32, 32, 40, 40, 48, 112]
 
 
 def test_long_generation_crosses_attention_windows(tp):

@@ -265,7 +265,8 @@ def verify_loop(tp, cfg, cache, tokens, start, iters: int, window: int):
 def draft_loop(tp, dp, dcfg, dcache, aux, h, tok, start, K: int, iters: int, window: int):
     """`iters` draft rounds as `generate` runs them: `K-1` chained steps (each a draft layer pass,
     its logits and argmax), then `fc` over the `K+1` verified features and one `(K+1)`-position
-    catch-up pass, whose last output gives the next round's first draft."""
+    catch-up pass that caches every pair and computes the output at the last, which gives the
+    next round's first draft."""
     B = tok.shape[0]
 
     def chained(carry, j):
@@ -283,9 +284,10 @@ def draft_loop(tp, dp, dcfg, dcache, aux, h, tok, start, K: int, iters: int, win
         hidden, _ = D.project(dp, dcfg, feats)
         toks = jnp.broadcast_to(tok[:, None], (B, K + 1))
         pos = start[:, None] + jnp.arange(K + 1, dtype=jnp.int32)
-        out, cache = D.step(dp, dcfg, tp["embed"], toks, hidden, pos, cache, window=window)
-        nxt = jnp.argmax(D.logits(dp, dcfg, out[:, -1]), axis=-1).astype(jnp.int32)
-        return out[:, -1], D.to_target_ids(dp, nxt), cache
+        last = jnp.full((B, 1), K, jnp.int32)
+        out, cache = D.step(dp, dcfg, tp["embed"], toks, hidden, pos, cache, window=window, out_index=last)
+        nxt = jnp.argmax(D.logits(dp, dcfg, out[:, 0]), axis=-1).astype(jnp.int32)
+        return out[:, 0], D.to_target_ids(dp, nxt), cache
 
     return jax.lax.fori_loop(0, iters, body, (h, tok, dcache))
 

@@ -37,12 +37,12 @@ from specexit_jax.layers import (
 Params = dict
 
 
-def _attention_block(lp: dict, cfg: ModelConfig, x, positions, cache, window, inv_freq, query_index=None):
-    """Attention of `x [B,T,H]`; with `query_index [B,T']` (cache only) every token's keys and
-    values are cached but only those tokens' outputs are computed (`[B,T',H]`)."""
+def _attention_block(lp: dict, cfg: ModelConfig, x, positions, cache, window, inv_freq, q_index=None):
+    """Attention of `x [B,T,H]`; with `q_index [B,T']` (cache only) every token's keys and values
+    are cached but only those tokens' outputs are computed (`[B,T',H]`)."""
     xq, q_pos = x, positions
-    if query_index is not None:
-        xq, q_pos = take_rows(x, query_index), take_rows(positions, query_index)
+    if q_index is not None:
+        xq, q_pos = take_rows(x, q_index), take_rows(positions, q_index)
     q = jnp.einsum("bth,hnd->btnd", xq, lp["wq"])
     k = jnp.einsum("bth,hkd->btkd", x, lp["wk"])
     v = jnp.einsum("bth,hkd->btkd", x, lp["wv"])
@@ -82,16 +82,16 @@ def forward(
     inv_freq = rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
     h = params["embed"][tokens]
     aux, new_k, new_v = [], [], []
-    L = len(params["layers"])
+    last = len(params["layers"]) - 1
     for i, lp in enumerate(params["layers"]):
         if i in cfg.aux_layers:
             aux.extend([h] * cfg.aux_layers.count(i))
         layer_cache = None if cache is None else (cache.k[i], cache.v[i])
-        select = logits_index if (i == L - 1 and cache is not None) else None
+        q_index = logits_index if (cache is not None and i == last) else None
         x = rms_norm(h, lp["attn_norm"], cfg.rms_norm_eps)
-        a, layer_cache = _attention_block(lp, cfg, x, positions, layer_cache, window, inv_freq, select)
-        if select is not None:
-            h, logits_index = take_rows(h, select), None
+        a, layer_cache = _attention_block(lp, cfg, x, positions, layer_cache, window, inv_freq, q_index)
+        if q_index is not None:
+            h = take_rows(h, q_index)  # the rest of the last layer runs at those positions only
         h = h + a
         h = h + gated_mlp(rms_norm(h, lp["mlp_norm"], cfg.rms_norm_eps), lp)
         if layer_cache is not None:
@@ -99,7 +99,7 @@ def forward(
             new_v.append(layer_cache[1])
     if cache is not None:
         cache = KVCache(k=tuple(new_k), v=tuple(new_v))
-    if logits_index is not None:
+    if logits_index is not None and cache is None:
         h = take_rows(h, logits_index)
     return unembed(params, cfg, rms_norm(h, params["norm"], cfg.rms_norm_eps)), jnp.concatenate(
         aux, axis=-1

@@ -24,14 +24,7 @@ import jax.numpy as jnp
 from specexit_jax.cache import KVCache
 from specexit_jax.config import ModelConfig
 from specexit_jax.layers import (
-    apply_rope,
-    cached_attention,
-    einsum_f32,
-    gated_mlp,
-    out_proj,
-    rms_norm,
-    rope_inv_freq,
-    take_rows,
+    apply_rope, cached_attention, einsum_f32, gated_mlp, out_proj, rms_norm, rope_inv_freq, take_rows,
 )
 
 Params = dict

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import hf_models
+from specexit_jax.cache import KVCache
 from specexit_jax.checkpoint import load_config
 from specexit_jax.config import RopeScaling, model_config_from_hf, read_json
 from specexit_jax.convert import convert_hf
-from specexit_jax.cache import KVCache
 from specexit_jax.model import forward, target_logits
 
 TOL = 1e-4

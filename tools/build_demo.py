@@ -37,8 +37,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="runs/demo", help="working folder (default runs/demo)")
     ap.add_argument("--skip-target", metavar="CKPT", help="use this target checkpoint instead of training one")
-    ap.add_argument("--train-traces", type=int, default=1536, help="training traces (default 1536)")
+    ap.add_argument("--train-traces", type=int, default=6144, help="training traces (default 6144)")
     ap.add_argument("--eval-traces", type=int, default=128, help="evaluation traces (default 128)")
+    ap.add_argument("--trace-batch", type=int, default=256, help="rows per trace generate call (default 256)")
     ap.add_argument("--draft-set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a key of configs/demo_draft.yaml (repeatable)")
     ap.add_argument("--quick", action="store_true", help="toy sizes, to check the pipeline")
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
         work = ROOT / work
     n_train, n_eval = (64, 16) if args.quick else (args.train_traces, args.eval_traces)
     quick_target = ["--steps", "20", "--set", "data.train=demo:2000:0"] if args.quick else []
-    quick_draft = ["--steps", "10"] if args.quick else []
+    quick_draft = ["--steps", "10", "--set", "data.batch_size=8"] if args.quick else []
 
     if args.skip_target:
         target = Path(args.skip_target)
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
     traces.mkdir(parents=True, exist_ok=True)
     for name, n, seed in (("train", n_train, 7), ("eval", n_eval, 8)):
         run("specexit_jax.traces", "--target", str(target), "--prompts", f"demo:{n}:{seed}",
-            "--out", str(traces / f"{name}.jsonl"), "--max-new-tokens", "384", "--batch-size", "128",
+            "--out", str(traces / f"{name}.jsonl"), "--max-new-tokens", "384", "--batch-size", str(args.trace_batch),
             "--temperature", "1.0", "--probe-answer-tokens", "8", "--overwrite")
     sets = [x for kv in args.draft_set for x in ("--set", kv)]
     run("specexit_jax.train", "--config", "configs/demo_draft.yaml", "--target", str(target),
@@ -71,7 +72,8 @@ def main(argv=None) -> int:
         "--out", str(work / "draft"), *sets, *quick_draft)
     draft = work / "draft" / "final"
     if args.install:
-        for src, name in ((target, "target"), (draft, "draft")):
+        reused = target.resolve() == (ASSETS / "target").resolve()  # the shipped target stays as it is
+        for src, name in ((draft, "draft"),) if reused else ((target, "target"), (draft, "draft")):
             install(src, ASSETS / name, args.store_dtype)
         print(f"installed into {ASSETS}")
     return 0

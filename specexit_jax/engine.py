@@ -338,9 +338,7 @@ def _commit(plan: Plan, knobs: Knobs, st: DecodeState, e, c, sig, token_p, accep
     # Forced queue: pop what was used, or load the closing text + </think> on a cut.
     popped = jnp.minimum(st.n_forced, c)
     F = st.forced.shape[1]
-    shifted = jnp.take_along_axis(
-        jnp.pad(st.forced, ((0, 0), (0, F))), popped[:, None] + jnp.arange(F), axis=1
-    )
+    shifted = take_rows(jnp.pad(st.forced, ((0, 0), (0, F))), popped[:, None] + jnp.arange(F))
     forced = jnp.where(forced_exit[:, None], knobs.forced_ids[None, :], shifted)
     n_forced = jnp.where(forced_exit, F, st.n_forced - popped)
     pending = jnp.zeros_like(st.pending)

@@ -32,6 +32,7 @@ import numpy as np
 from flax import struct
 
 from specexit_jax.draft import SIGNALS
+from specexit_jax.layers import take_rows
 from specexit_jax.sampling import first_false
 
 SMOOTHING = ("ewma", "window", "boundary")
@@ -141,7 +142,7 @@ def window_update(buf: jax.Array, count: jax.Array, x: jax.Array, n: jax.Array):
     W = buf.shape[1]
     both = jnp.concatenate([buf, x], axis=1)
     idx = n[:, None] + jnp.arange(W)  # the last W of buf ++ x[:n]
-    buf = jnp.take_along_axis(both, idx[..., None], axis=1)
+    buf = take_rows(both, idx)
     count = jnp.minimum(count + n, W)
     valid = jnp.arange(W)[None, :] >= W - count[:, None]
     return buf, count, masked_mean(buf, valid)
